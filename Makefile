@@ -1,0 +1,46 @@
+# sisbridge: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := 1
+export SISBRIDGE_HOME ?= $(CURDIR)/.sisbridge
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format bench docs clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install the pinned stack (seconds when nothing changed)
+
+demo: install ## Run the demo: local S3 (moto), SQLite store, two schools, two weeks
+	$(BIN)/sisbridge demo
+
+test: install ## Run the whole test suite (starts its own S3 endpoint and PostgreSQL)
+	$(BIN)/pytest
+
+lint: install ## ruff (incl. Airflow AIR rules) and sqlfluff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint dbt_project
+
+format: install ## Apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install ## Benchmarks: writes bench/results.json (takes minutes)
+	$(BIN)/python bench/run.py
+
+docs: install ## Build the dbt docs (lineage) into site/dbt-docs/
+	$(BIN)/python -m sisbridge.transform docs site/dbt-docs
+
+clean: ## Remove generated files (keeps .venv)
+	rm -rf .sisbridge dbt_project/target dbt_project/logs site .pytest_cache

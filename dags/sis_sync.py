@@ -1,0 +1,142 @@
+"""One weekly roster sync DAG per school, built from `config/schools/*.yaml`.
+
+This file only wires tasks: every task calls one function of the `sisbridge` package. Nothing here
+touches S3, DuckDB, the store, dbt or GX at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.exceptions import AirflowFailException, AirflowSkipException
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
+
+from sisbridge import landing, pipeline
+from sisbridge.config import load_schools, warehouse_path
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHOOLS_DIR = Path(os.environ.get("SISBRIDGE_SCHOOLS_DIR", REPO_ROOT / "config" / "schools"))
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
+SENSOR_TIMEOUT = timedelta(hours=int(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_HOURS", "6")))
+
+DOC_MD = """
+### Roster sync for {name} (`{school_id}`)
+Senses `s3://{bucket}/{key}`, loads it raw into the school's DuckDB warehouse, checks it with Great
+Expectations, builds the change set with dbt, guards it, pushes it to the uConnect user store, and
+writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/`).
+
+- identifier: `{identifier}`; missing users: `{missing_users}`; auto sync: `{auto_sync}`
+- A run that stops early (rejected, unchanged, dry run, held) still finalizes its audit row and report.
+"""
+
+
+def _stop_if(outcome: dict) -> dict:
+    if outcome["stop"]:
+        raise AirflowSkipException(f"{outcome['status']}: {outcome['reason']}")
+    return outcome
+
+
+def build_dag(school):
+    school_id = school.school_id
+
+    @dag(
+        dag_id=f"sis_sync__{school_id}",
+        schedule=CronTriggerTimetable(school.schedule, timezone=school.timezone),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["sis", school_id],
+        doc_md=DOC_MD.format(**school.model_dump(), bucket=school.s3.bucket, key=school.s3.key),
+        default_args={
+            "owner": "data-platform",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=1),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=30),
+        },
+    )
+    def sis_sync():
+        wait_for_file = S3KeySensor(
+            task_id="wait_for_file",
+            bucket_name=school.s3.bucket,
+            bucket_key=school.s3.key,
+            aws_conn_id=school.s3.aws_conn_id,
+            metadata_keys=["Key", "Size", "ETag", "VersionId"],
+            check_fn=landing.record_sensed_file,
+            deferrable=True,
+            soft_fail=True,
+            poke_interval=300,
+            timeout=SENSOR_TIMEOUT.total_seconds(),
+        )
+
+        @task
+        def load_raw(**context):
+            sensed = context["ti"].xcom_pull(task_ids="wait_for_file", key=landing.SENSED_FILE_XCOM_KEY)
+            return _stop_if(pipeline.load_raw(school_id, context["run_id"], sensed).as_xcom())
+
+        @task
+        def validate(**context):
+            return _stop_if(pipeline.validate(school_id, context["run_id"]).as_xcom())
+
+        transform = DbtTaskGroup(
+            group_id="transform",
+            project_config=ProjectConfig(DBT_PROJECT_DIR, env_vars=_dbt_env(school_id)),
+            profile_config=ProfileConfig(
+                profile_name="sisbridge",
+                target_name="warehouse",
+                profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+            ),
+            execution_config=ExecutionConfig(
+                execution_mode=ExecutionMode.WATCHER, dbt_executable_path=DBT_EXECUTABLE
+            ),
+            render_config=RenderConfig(
+                load_method=LoadMode.AUTOMATIC,
+                exclude=["resource_type:snapshot"],
+                test_behavior=TestBehavior.AFTER_EACH,
+                dbt_executable_path=DBT_EXECUTABLE,
+            ),
+            operator_args={"vars": {"run_id": "{{ run_id }}"}, "install_deps": False},
+        )
+
+        @task
+        def guard(**context):
+            return _stop_if(pipeline.guard(school_id, context["run_id"]).as_xcom())
+
+        @task(retry_exponential_backoff=True)
+        def push(**context):
+            from sisbridge.userstore import PermanentStoreError
+
+            try:
+                return pipeline.push(school_id, context["run_id"]).as_xcom()
+            except PermanentStoreError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def finalize(**context):
+            summary = pipeline.finalize(school_id, context["run_id"])
+            if summary["status"] == "failed":
+                raise AirflowFailException(f"run failed: {summary['status_reason']}")
+            return summary
+
+        loaded = load_raw()
+        wait_for_file >> loaded >> validate() >> transform >> guard() >> push() >> finalize()
+
+    return sis_sync()
+
+
+def _dbt_env(school_id: str) -> dict[str, str]:
+    return {"SISBRIDGE_WAREHOUSE_PATH": str(warehouse_path(school_id)), "DO_NOT_TRACK": "1"}
+
+
+for _school in load_schools(SCHOOLS_DIR):
+    globals()[f"sis_sync__{_school.school_id}"] = build_dag(_school)

@@ -1,0 +1,210 @@
+"""What each task of a school's DAG does, one function per task.
+
+Each function opens the school's warehouse, runs its stage, records the outcome in `audit.sync_runs`
+and returns a small `Outcome` (XCom-sized: ids and counts, never data). A stage that ends the run early
+returns `stop=True`; the DAG turns that into a skip, and `finalize` still writes the audit row and
+reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+
+from sisbridge import audit, guards, landing
+from sisbridge.config import (
+    SchoolConfig,
+    load_school,
+    reports_dir,
+    safe_component,
+    schools_dir,
+    sisbridge_home,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stop: bool = False
+    status: str | None = None
+    reason: str | None = None
+    counts: dict = field(default_factory=dict)
+
+    def as_xcom(self) -> dict:
+        return asdict(self)
+
+
+def school_config(school_id: str) -> SchoolConfig:
+    return load_school(schools_dir() / f"{safe_component(school_id)}.yaml")
+
+
+def s3_client(school: SchoolConfig):
+    """A boto3 S3 client on the school's own Airflow connection (its bucket, its credentials)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=school.s3.aws_conn_id).get_conn()
+
+
+def _stop(con, run_id: str, status: str, reason: str, **fields) -> Outcome:
+    audit.upsert_run(con, run_id, status=status, status_reason=reason, **fields)
+    log.info("Run %s ends as %s: %s", run_id, status, reason)
+    return Outcome(stop=True, status=status, reason=reason)
+
+
+def landing_dir(school_id: str, run_id: str):
+    return sisbridge_home() / "landing" / safe_component(school_id) / safe_component(run_id)
+
+
+def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None) -> Outcome:
+    """Pin the sensed object version, skip content already processed, and load it into `raw.*`."""
+    from sisbridge import loading, transform
+
+    school = school_config(school_id)
+    s3 = s3 or s3_client(school)
+    bucket, key = school.s3.bucket, school.s3.key
+    with audit.warehouse(school_id) as con:
+        audit.upsert_run(con, run_id, school_id=school_id, started_at=audit.utcnow(), status="running")
+        last = landing.last_processed_file(con, before_run=run_id)
+        try:
+            pinned = landing.pin_file(
+                s3,
+                bucket,
+                key,
+                landing_dir(school_id, run_id),
+                sensed=sensed,
+                max_file_mb=school.max_file_mb,
+                school_id=school_id,
+            )
+        except landing.FileTooLarge as exc:
+            audit.record_findings(con, run_id, "load", [exc.finding])
+            return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
+        audit.upsert_run(con, run_id, **pinned.audit_fields())
+        if last is not None and last["file_sha256"] == pinned.sha256:
+            since, runs = landing.unchanged_since(con, pinned.sha256)
+            reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
+            return _stop(con, run_id, "unchanged", reason)
+        result = loading.load_file(
+            pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
+        )
+        audit.record_findings(con, run_id, "load", result.findings)
+        audit.upsert_run(
+            con,
+            run_id,
+            file_encoding=result.encoding,
+            header_columns=list(result.header),
+            rows_in_file=result.rows_in_file,
+        )
+        if result.rejected:
+            first_error = next(f for f in result.findings if f.severity == "error")
+            return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
+        transform.write_config_tables(con, school)
+    shutil.rmtree(landing_dir(school_id, run_id), ignore_errors=True)
+    return Outcome(counts={"rows_in_file": result.rows_in_file, "rows_loaded": result.rows_loaded})
+
+
+def validate(school_id: str, run_id: str) -> Outcome:
+    """Run the Great Expectations gate; a file-level failure ends the run as `rejected`."""
+    from sisbridge import quality, reports
+
+    school = school_config(school_id)
+    with audit.warehouse(school_id) as con:
+        result = quality.validate(con, school, run_id, report_dir=reports_dir(school_id, run_id))
+        log.info("%s", reports.log_summary(audit.findings_of_run(con, run_id)))
+        counts = {"rows_rejected": result.rows_rejected, "rows_warned": result.rows_warned}
+        audit.upsert_run(con, run_id, **counts)
+        if not result.accepted:
+            return _stop(
+                con, run_id, "rejected", "; ".join(f.message for f in result.file_errors), rows_accepted=0
+            )
+    return Outcome(counts=counts)
+
+
+def guard(school_id: str, run_id: str) -> Outcome:
+    """Record the transform's warnings, count the change set, and apply the onboarding and thresholds."""
+    from sisbridge import transform
+
+    school = school_config(school_id)
+    with audit.warehouse(school_id) as con:
+        transform.record_transform_findings(con, run_id)
+        rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
+        rows_warned = con.execute(
+            "select count(distinct line_number) from audit.rejected_rows "
+            "where run_id = ? and severity = 'warning' and line_number is not null",
+            [run_id],
+        ).fetchone()[0]
+        decision = guards.evaluate(con, school)
+        fields = {"rows_accepted": rows_accepted, "rows_warned": rows_warned, **decision.counts.as_audit()}
+        audit.upsert_run(con, run_id, guard_reasons=list(decision.reasons), **fields)
+        if decision.action == guards.DRY_RUN:
+            return _stop(con, run_id, "dry_run", decision.reasons[0])
+        if decision.action == guards.HOLD:
+            return _stop(con, run_id, "held", "; ".join(decision.reasons))
+    return Outcome(counts=decision.counts.as_audit())
+
+
+def push(school_id: str, run_id: str, engine=None) -> Outcome:
+    """Apply the change set to the user store, then snapshot the new applied state for auditors."""
+    from sisbridge import transform, userstore
+
+    school = school_config(school_id)
+    engine = engine or userstore.engine_from_connection()
+    userstore.ensure_schema(engine)
+    with audit.warehouse(school_id) as con:
+        result = userstore.push(con, engine, school, run_id)
+    transform.run_snapshot(school, run_id)
+    counts = {key: getattr(result, key) for key in guards.COUNT_KEYS}
+    with audit.warehouse(school_id) as con:
+        audit.upsert_run(con, run_id, status="succeeded", status_reason=None, **counts)
+    return Outcome(status="succeeded", counts=counts)
+
+
+def finalize(school_id: str, run_id: str, s3=None) -> dict:
+    """Close the run's audit row and write its reports, whatever happened upstream.
+
+    A run still marked `running` had an upstream failure: it is closed as `failed`.
+    """
+    from sisbridge import reports
+
+    school = school_config(school_id)
+    out_dir = reports_dir(school_id, run_id)
+    with audit.warehouse(school_id) as con:
+        run = audit.get_run(con, run_id)
+        if run is None:
+            reason = (
+                f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
+                "the school has not uploaded a roster"
+            )
+            log.warning("Stale file: %s: %s", school_id, reason)
+            audit.upsert_run(
+                con,
+                run_id,
+                school_id=school_id,
+                started_at=audit.utcnow(),
+                status="unchanged",
+                status_reason=reason,
+            )
+        elif run["status"] == "running":
+            audit.upsert_run(
+                con,
+                run_id,
+                status="failed",
+                status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
+            )
+        audit.upsert_run(con, run_id, finished_at=audit.utcnow())
+        paths = reports.write_reports(con, school, run_id, out_dir)
+        run = audit.get_run(con, run_id)
+    try:
+        reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
+    except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
+        log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
+    log.info(
+        "Run %s of %s: %s (%s). Reports: %s",
+        run_id,
+        school_id,
+        run["status"],
+        run["status_reason"] or "ok",
+        out_dir,
+    )
+    return {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
