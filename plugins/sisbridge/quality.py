@@ -1,0 +1,463 @@
+"""The quality gate: Great Expectations suites from `expectations/` run over a school's `raw.*` tables.
+
+File-level failures reject the whole file; row-level errors drop the row. Every finding names the line.
+GX's SQL datasource fails on DuckDB, so the suites validate narrow pandas frames taken from DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from sisbridge import audit
+from sisbridge.audit import Finding
+from sisbridge.config import S3Location, SchoolConfig, safe_component
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+SUITES = ("file_structure", "required_values", "uniqueness")
+STAGE = "quality"
+
+# Our own rules; the loader's are in sisbridge.loading.RULES and dbt's are listed in docs/rules.md.
+RULES = {
+    "missing_required_column": "A required column (FIRST_NAME, LAST_NAME, EMAIL and the school's "
+    "identifier column) is not in the header. The file is rejected.",
+    "no_data_records": "The file has a header but no data record. The file is rejected, so that an "
+    "empty upload can never remove users.",
+    "duplicate_in_file": "With `duplicates: reject_file`, an EMAIL, USER_ID or USER_LOGIN value is on "
+    "more than one line. The file is rejected.",
+    "too_many_rejected_rows": "The share of rows with a row-level error is above "
+    "thresholds.max_rejected_pct. The file is rejected.",
+    "duplicate_row": "With `duplicates: reject_rows`, an EMAIL, USER_ID or USER_LOGIN value is on more "
+    "than one line. Every line of the group is ignored.",
+    "email_blank": "EMAIL is blank. The row is ignored.",
+    "email_invalid": "EMAIL is not a valid email address. The row is ignored.",
+    "first_name_blank": "FIRST_NAME is blank. The row is ignored.",
+    "last_name_blank": "LAST_NAME is blank. The row is ignored.",
+    "identifier_blank": "The school's identifier column (USER_ID or USER_LOGIN) is blank. The row is "
+    "ignored.",
+}
+FILE_RULES = frozenset(
+    {"missing_required_column", "no_data_records", "duplicate_in_file", "too_many_rejected_rows"}
+)
+_ROW_RULE_COLUMNS = {
+    "email_blank": "EMAIL",
+    "email_invalid": "EMAIL",
+    "first_name_blank": "FIRST_NAME",
+    "last_name_blank": "LAST_NAME",
+}
+# raw.roster's column for each standard header (DELETE is a reserved word in SQL).
+_RAW_COLUMNS = {"DELETE": "delete_flag"}
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    accepted: bool  # False: a file-level rule failed -> run status rejected
+    file_errors: tuple[Finding, ...]
+    row_findings: tuple[Finding, ...]
+    rows_rejected: int  # distinct lines with a row-level error (all stages so far)
+    rows_warned: int
+    data_docs: Path | None  # the GX Data Docs index.html of this validation
+
+
+def email_problem(value: str) -> str | None:
+    """Why `value` is not an acceptable email address (email-validator, no DNS), or None when it is."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def load_suite(name: str) -> dict:
+    """One suite from `expectations/<name>.json` as a plain dict (GX's own suite JSON shape)."""
+    return json.loads((EXPECTATIONS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def default_school_config() -> SchoolConfig:
+    """A permissive config for `sisbridge check` without --school: identifier email, no communities."""
+    return SchoolConfig(
+        school_id="check",
+        name="(no school given)",
+        s3=S3Location(bucket="sisbridge-check", key="roster.csv", aws_conn_id="sisbridge_check"),
+        identifier="email",
+        duplicates="reject_file",
+    )
+
+
+def _raw_column(canonical: str) -> str:
+    return _RAW_COLUMNS.get(canonical, canonical.lower())
+
+
+def _file_frame(con, school: SchoolConfig):
+    """One row per loaded data record; the columns are the file's standard columns, by canonical name."""
+    rows = con.execute(
+        "select canonical_name from raw.file_columns where kind = 'standard' order by position"
+    ).fetchall()
+    present = list(dict.fromkeys(name for (name,) in rows))
+    selects = ["line_number"] + [f'{_raw_column(name)} as "{name}"' for name in present]
+    return con.execute(f"select {', '.join(selects)} from raw.roster order by line_number").df()
+
+
+def _roster_frame(con, school: SchoolConfig):
+    """The narrow frame the row suites check: trimmed values with blanks as null, plus compare keys."""
+    identifier = _raw_column(school.identifier_column)
+    frame = con.execute(
+        f"""
+        select
+            line_number,
+            nullif(trim(first_name), '') as first_name,
+            nullif(trim(last_name), '') as last_name,
+            nullif(trim(email), '') as email,
+            nullif(trim({identifier}), '') as identifier,
+            lower(nullif(trim(email), '')) as email_key,
+            nullif(trim(user_id), '') as user_id_key,
+            lower(nullif(trim(user_login), '')) as user_login_key,
+            email as email_raw,
+            {identifier} as identifier_raw,
+            user_id as user_id_raw,
+            user_login as user_login_raw
+        from raw.roster
+        order by line_number
+        """
+    ).df()
+    problems = {value: email_problem(value) for value in frame["email"].dropna().unique()}
+    frame["email_check"] = [
+        None if not isinstance(value, str) else ("invalid" if problems[value] else "valid")
+        for value in frame["email"]
+    ]
+    return frame, problems
+
+
+def _gx_context(report_dir: Path | None):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    sites = {}
+    if report_dir is not None:
+        sites["run_report"] = {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(report_dir / "data_docs"),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        data_docs_sites=sites,
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def _run_suites(context, asset_name: str, frame, suites: list[dict], parameters: dict, run_id: str):
+    """Validate `frame` against `suites` in one GX Checkpoint; return {suite name: [results]}."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    source = context.data_sources.add_or_update_pandas(f"sisbridge_{asset_name}")
+    batch = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("whole_file")
+    definitions = []
+    for suite_dict in suites:
+        suite = gx.ExpectationSuite(**suite_dict)
+        if len(suite.expectations) != len(suite_dict["expectations"]):
+            raise ValueError(f"expectations/{suite_dict['name']}.json has an invalid expectation")
+        suite = context.suites.add(suite)
+        definitions.append(
+            context.validation_definitions.add(
+                gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+            )
+        )
+    actions = []
+    if context.list_data_docs_sites():
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["run_report"]))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"sisbridge_{asset_name}",
+            validation_definitions=definitions,
+            actions=actions,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["line_number"]},
+        )
+    )
+    result = checkpoint.run(
+        batch_parameters={"dataframe": frame},
+        expectation_parameters=parameters,
+        run_id=RunIdentifier(run_name=safe_component(run_id or "run")),
+    )
+    return {run.suite_name: run.results for run in result.run_results.values()}
+
+
+def _text(value) -> str | None:
+    """A frame cell as text; pandas gives NaN for a SQL null."""
+    return value if isinstance(value, str) else None
+
+
+def _failed_lines(result) -> list[int]:
+    return sorted({int(entry["line_number"]) for entry in result.result.get("unexpected_index_list", [])})
+
+
+def _structure_findings(results, file_frame, school: SchoolConfig) -> list[Finding]:
+    findings = []
+    for result in results:
+        if result.success:
+            continue
+        rule = result.expectation_config.meta["rule"]
+        if rule == "missing_required_column":
+            present = set(file_frame.columns)
+            for column in school.required_columns:
+                if column not in present:
+                    findings.append(
+                        Finding(
+                            rule=rule,
+                            message=f"the header has no {column} column (required: "
+                            f"{', '.join(school.required_columns)})",
+                            line_number=1,
+                            column_name=column,
+                        )
+                    )
+        else:
+            findings.append(Finding(rule=rule, message="the file has a header but no data record"))
+    return findings
+
+
+def _row_findings(results, frame, problems: dict, school: SchoolConfig) -> list[Finding]:
+    rows = frame.set_index("line_number")
+    findings = []
+    for result in results:
+        if result.success:
+            continue
+        rule = result.expectation_config.meta["rule"]
+        column = _ROW_RULE_COLUMNS.get(rule, school.identifier_column)
+        for line in _failed_lines(result):
+            row = rows.loc[line]
+            identifier = row["identifier"] if isinstance(row["identifier"], str) else None
+            raw_value = row["identifier_raw"] if column == school.identifier_column else row["email_raw"]
+            if rule == "email_invalid":
+                message = f"EMAIL {row['email']!r} is not valid: {problems[row['email']]}"
+            elif rule == "email_blank":
+                message = "EMAIL is blank"
+            else:
+                message = f"{column} is blank"
+                raw_value = None if column != school.identifier_column else raw_value
+            findings.append(
+                Finding(
+                    rule=rule,
+                    message=message,
+                    line_number=line,
+                    identifier=identifier,
+                    column_name=column,
+                    value=raw_value if isinstance(raw_value, str) else None,
+                )
+            )
+    return findings
+
+
+def _duplicate_findings(results, frame, school: SchoolConfig) -> list[Finding]:
+    rows = frame.set_index("line_number")
+    findings = []
+    for result in results:
+        if result.success:
+            continue
+        column = result.expectation_config.meta["column"]
+        key = result.expectation_config.kwargs["column"]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for line in _failed_lines(result):
+            groups[rows.loc[line][key]].append(line)
+        how = "trimmed" if column == "USER_ID" else "trimmed, ignoring case"
+        for lines in sorted(groups.values()):
+            raw = rows.loc[lines[0]][f"{key.removesuffix('_key')}_raw"]
+            on_lines = ", ".join(str(line) for line in lines)
+            if school.duplicates == "reject_file":
+                findings.append(
+                    Finding(
+                        rule="duplicate_in_file",
+                        message=f"{column} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
+                        "each user must have exactly one record",
+                        line_number=lines[0],
+                        identifier=_text(rows.loc[lines[0]]["identifier"]),
+                        column_name=column,
+                        value=raw,
+                    )
+                )
+                continue
+            for line in lines:
+                findings.append(
+                    Finding(
+                        rule="duplicate_row",
+                        message=f"{column} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
+                        "every line of the group is ignored",
+                        line_number=line,
+                        identifier=_text(rows.loc[line]["identifier"]),
+                        column_name=column,
+                        value=rows.loc[line][f"{key.removesuffix('_key')}_raw"],
+                    )
+                )
+    return findings
+
+
+def _earlier_findings(con, run_id: str) -> list[tuple[str, int | None, str, str]]:
+    return con.execute(
+        "select stage, line_number, severity, rule from audit.rejected_rows where run_id = ? and stage <> ?",
+        [run_id, STAGE],
+    ).fetchall()
+
+
+def _is_row_error(line_number: int | None, severity: str, rule: str) -> bool:
+    # The header (line 1) and line-less findings are about the file, not about one row.
+    return severity == "error" and line_number is not None and line_number > 1 and rule not in FILE_RULES
+
+
+def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None = None) -> QualityResult:
+    """Run the GX suites over `raw.*`, record the findings (stage `quality`) and return the verdict.
+
+    With `report_dir`, the GX Data Docs of this validation are written to `report_dir/data_docs/`.
+    """
+    audit.ensure_schema(con)
+    context = _gx_context(report_dir)
+    parameters = {"required_columns": list(school.required_columns)}
+
+    file_frame = _file_frame(con, school)
+    structure = _run_suites(context, "file", file_frame, [load_suite("file_structure")], parameters, run_id)
+    file_errors = _structure_findings(structure["file_structure"], file_frame, school)
+    row_findings: list[Finding] = []
+    has_columns = not any(f.rule == "missing_required_column" for f in file_errors)
+    if has_columns and len(file_frame):
+        # Without the required columns every row would fail; the missing header is the whole story.
+        frame, problems = _roster_frame(con, school)
+        required = load_suite("required_values")
+        if school.identifier == "email":
+            required["expectations"] = [
+                e for e in required["expectations"] if e["meta"]["rule"] != "identifier_blank"
+            ]
+        results = _run_suites(context, "roster", frame, [required, load_suite("uniqueness")], {}, run_id)
+        row_findings = _row_findings(results["required_values"], frame, problems, school)
+        duplicates = _duplicate_findings(results["uniqueness"], frame, school)
+        if school.duplicates == "reject_file":
+            file_errors.extend(duplicates)
+        else:
+            row_findings.extend(duplicates)
+        row_findings.sort(key=lambda f: (f.line_number, f.rule))
+
+    earlier = _earlier_findings(con, run_id)
+    rejected_lines = {f.line_number for f in row_findings if _is_row_error(f.line_number, f.severity, f.rule)}
+    rejected_lines |= {line for _, line, severity, rule in earlier if _is_row_error(line, severity, rule)}
+    warned_lines = {f.line_number for f in row_findings if f.severity == "warning"}
+    warned_lines |= {line for _, line, severity, _ in earlier if severity == "warning" and line}
+    warned_lines -= rejected_lines | {1}
+
+    rows_in_file = _rows_in_file(con, len(file_frame))
+    limit = school.thresholds.max_rejected_pct
+    if rows_in_file and len(rejected_lines) * 100 > limit * rows_in_file:
+        share = 100 * len(rejected_lines) / rows_in_file
+        file_errors.append(
+            Finding(
+                rule="too_many_rejected_rows",
+                message=f"{len(rejected_lines)} of {rows_in_file} data records ({share:.1f}%) have a "
+                f"row-level error; thresholds.max_rejected_pct allows {limit:g}%",
+                value=f"{share:.1f}",
+            )
+        )
+
+    audit.record_findings(con, run_id, STAGE, [*file_errors, *row_findings])
+    if audit.get_run(con, run_id) is not None:
+        audit.upsert_run(con, run_id, rows_rejected=len(rejected_lines), rows_warned=len(warned_lines))
+    docs = report_dir / "data_docs" / "index.html" if report_dir is not None else None
+    return QualityResult(
+        accepted=not file_errors,
+        file_errors=tuple(file_errors),
+        row_findings=tuple(row_findings),
+        rows_rejected=len(rejected_lines),
+        rows_warned=len(warned_lines),
+        data_docs=docs if docs is not None and docs.is_file() else None,
+    )
+
+
+def _rows_in_file(con, loaded: int) -> int:
+    """Data records in the file, counting ragged ones the loader could not put in raw.roster."""
+    try:
+        row = con.execute("select rows_in_file from raw.file").fetchone()
+    except Exception:  # noqa: BLE001 - raw.file is optional for the checks themselves
+        return loaded
+    return int(row[0]) if row and row[0] is not None else loaded
+
+
+def check_file(path: Path, school: SchoolConfig, out_dir: Path | None) -> int:
+    """Parse and check one file in a throwaway warehouse; print a summary; 0 accepted, 1 rejected."""
+    import duckdb
+
+    from sisbridge import loading, reports
+
+    path = Path(path)
+    run_id = "check"
+    with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp:
+        con = duckdb.connect(str(Path(tmp) / "check.duckdb"))
+        try:
+            audit.ensure_schema(con)
+            audit.upsert_run(con, run_id, school_id=school.school_id, file_key=path.name)
+            loaded = loading.load_file(path, school, con, file_name=path.name, run_id=run_id)
+            audit.record_findings(con, run_id, "load", loaded.findings)
+            audit.upsert_run(
+                con,
+                run_id,
+                file_encoding=loaded.encoding,
+                rows_in_file=loaded.rows_in_file,
+                header_columns=list(loaded.header) if loaded.header else None,
+            )
+            result = None
+            if not loaded.rejected:
+                result = validate(con, school, run_id, report_dir=out_dir)
+            accepted = result is not None and result.accepted
+            findings = audit.findings_of_run(con, run_id)
+            rejected = result.rows_rejected if result else 0
+            audit.upsert_run(
+                con,
+                run_id,
+                status="dry_run" if accepted else "rejected",
+                status_reason=_check_reason(accepted, findings),
+                rows_accepted=(loaded.rows_in_file or 0) - rejected if accepted else 0,
+            )
+            if out_dir is not None:
+                reports.write_reports(con, school, run_id, Path(out_dir))
+        finally:
+            con.close()
+    print(_check_summary(path, school, loaded, result, accepted, findings, out_dir))
+    return 0 if accepted else 1
+
+
+def _check_reason(accepted: bool, findings: list[Finding]) -> str:
+    if accepted:
+        return "sisbridge check: the file is accepted; nothing was pushed"
+    rules = sorted({f.rule for f in findings if f.severity == "error" and not _row_level(f)})
+    return "the file is rejected: " + (", ".join(rules) or "it could not be read")
+
+
+def _row_level(finding: Finding) -> bool:
+    return _is_row_error(finding.line_number, finding.severity, finding.rule)
+
+
+def _check_summary(path, school, loaded, result, accepted, findings, out_dir) -> str:
+    from sisbridge.reports import log_summary
+
+    verdict = "ACCEPTED" if accepted else "REJECTED"
+    lines = [f"{path.name}: {verdict} (school {school.school_id}, identifier {school.identifier})"]
+    rejected = result.rows_rejected if result else 0
+    warned = result.rows_warned if result else 0
+    lines.append(
+        f"encoding {loaded.encoding or 'unknown'}; {loaded.rows_in_file or 0} data records: "
+        f"{rejected} rejected, {warned} with warnings"
+    )
+    if findings:
+        lines.append(log_summary(findings))
+    if out_dir is not None:
+        lines.append(f"report written to {out_dir}")
+    return "\n".join(lines)
