@@ -27,7 +27,7 @@ def _kind(school: SchoolConfig, canonical: str) -> str:
     return "community" if canonical in school.community_columns else "unknown"
 
 
-def build_raw(con, school: SchoolConfig, header: list[str], records: list[list[str]], run_id: str = "r1"):
+def fill_raw(con, school: SchoolConfig, header: list[str], records: list[list[str]], run_id: str = "r1"):
     """Fill raw.* from a header and records (data lines start at 2); a record of the wrong width is ragged."""
     canonical = [school.canonical_header(name) for name in header]
     kinds = [_kind(school, name) for name in canonical]
@@ -67,6 +67,12 @@ def build_raw(con, school: SchoolConfig, header: list[str], records: list[list[s
         "insert into raw.file values (?, ?, 'roster.csv', null, null, null, null, 'utf-8', ?)",
         [run_id, school.school_id, len(records)],
     )
+
+
+@pytest.fixture
+def build_raw():
+    """The `fill_raw` helper, as a fixture so test modules need not import conftest."""
+    return fill_raw
 
 
 @pytest.fixture
