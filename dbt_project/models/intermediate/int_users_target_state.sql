@@ -1,0 +1,108 @@
+with
+
+users as (
+
+    select * from {{ ref('int_users_enriched') }}
+
+),
+
+roster_rows as (
+
+    select * from {{ ref('int_roster_rows_identified') }}
+
+),
+
+applied_users as (
+
+    select * from {{ ref('stg_state__applied_users') }}
+
+),
+
+school as (
+
+    select * from {{ ref('stg_config__school') }}
+
+),
+
+in_file as (
+
+    -- Every identifier in the file, rejected rows included: a user whose row was rejected this
+    -- week is not missing, so they are left as they are rather than deactivated or deleted.
+    select distinct external_id
+    from roster_rows
+    where external_id is not null
+
+),
+
+from_file as (
+
+    -- DELETE = yes leaves the user out: an existing user is deleted, an unknown one never created.
+    select
+        users.external_id,
+        users.email,
+        users.user_id,
+        users.user_login,
+        users.first_name,
+        users.last_name,
+        users.user_type,
+        users.graduation_year,
+        'active' as status,
+        -- Opting out is one-way: the file can opt a user out, never back in.
+        coalesce(applied_users.is_email_opt_out, false) or users.is_email_opt_out as email_opt_out
+
+    from users
+    left join applied_users
+        on users.external_id = applied_users.external_id
+    where not users.is_delete_requested
+
+),
+
+not_in_accepted_file as (
+
+    select
+        applied_users.*,
+        in_file.external_id is null as is_missing,
+        school.missing_users
+
+    from applied_users
+    cross join school
+    left join users
+        on applied_users.external_id = users.external_id
+    left join in_file
+        on applied_users.external_id = in_file.external_id
+    where users.external_id is null
+
+),
+
+carried_over as (
+
+    -- Missing active users follow the school's missing_users setting; everyone else stays as applied.
+    select
+        external_id,
+        email,
+        user_id,
+        user_login,
+        first_name,
+        last_name,
+        user_type,
+        graduation_year,
+        case
+            when is_missing and status = 'active' and missing_users = 'deactivate' then 'inactive'
+            else status
+        end as status,
+        is_email_opt_out as email_opt_out
+
+    from not_in_accepted_file
+    where not (is_missing and status = 'active' and missing_users = 'delete')
+
+),
+
+final as (
+
+    select * from from_file
+    union all
+    select * from carried_over
+
+)
+
+select * from final

@@ -1,0 +1,222 @@
+with
+
+target_users as (
+
+    select * from {{ ref('int_users_target_state') }}
+
+),
+
+applied_users as (
+
+    select * from {{ ref('stg_state__applied_users') }}
+
+),
+
+target_memberships as (
+
+    select * from {{ ref('int_memberships_target_state') }}
+
+),
+
+applied_memberships as (
+
+    select * from {{ ref('stg_state__applied_memberships') }}
+
+),
+
+file_users as (
+
+    select * from {{ ref('int_users_enriched') }}
+
+),
+
+paired as (
+
+    -- The change set is the difference between the applied baseline and the target state.
+    select
+        coalesce(target_users.external_id, applied_users.external_id) as external_id,
+        applied_users.external_id is not null as is_in_baseline,
+        target_users.external_id is not null as is_in_target,
+        applied_users.status as old_status,
+        target_users.status as new_status,
+        applied_users.is_email_opt_out as was_email_opt_out,
+        target_users.email_opt_out as is_email_opt_out,
+        applied_users.email as old_email,
+        target_users.email as new_email,
+        applied_users.user_id as old_user_id,
+        target_users.user_id as new_user_id,
+        applied_users.user_login as old_user_login,
+        target_users.user_login as new_user_login,
+        applied_users.first_name as old_first_name,
+        target_users.first_name as new_first_name,
+        applied_users.last_name as old_last_name,
+        target_users.last_name as new_last_name,
+        applied_users.user_type as old_user_type,
+        target_users.user_type as new_user_type,
+        applied_users.graduation_year::varchar as old_graduation_year,
+        target_users.graduation_year::varchar as new_graduation_year
+
+    from target_users
+    full outer join applied_users
+        on target_users.external_id = applied_users.external_id
+
+),
+
+kept as (
+
+    select * from paired
+    where is_in_baseline and is_in_target
+
+),
+
+lifecycle_changes as (
+
+    select
+        external_id,
+        case
+            when not is_in_baseline then 'create'
+            when not is_in_target then 'delete'
+            when old_status = 'inactive' and new_status = 'active' then 'reactivate'
+            when old_status = 'active' and new_status = 'inactive' then 'deactivate'
+        end as change_type,
+        null as field,
+        null as old_value,
+        null as new_value
+
+    from paired
+
+),
+
+field_changes as (
+
+    select external_id, 'email' as field, old_email as old_value, new_email as new_value from kept
+    union all
+    select external_id, 'user_id', old_user_id, new_user_id from kept
+    union all
+    select external_id, 'user_login', old_user_login, new_user_login from kept
+    union all
+    select external_id, 'first_name', old_first_name, new_first_name from kept
+    union all
+    select external_id, 'last_name', old_last_name, new_last_name from kept
+    union all
+    select external_id, 'user_type', old_user_type, new_user_type from kept
+    union all
+    select external_id, 'graduation_year', old_graduation_year, new_graduation_year from kept
+
+),
+
+updates as (
+
+    select
+        external_id,
+        'update' as change_type,
+        field,
+        old_value,
+        new_value
+
+    from field_changes
+    where old_value is distinct from new_value
+
+),
+
+opt_outs as (
+
+    select
+        external_id,
+        'opt_out' as change_type,
+        'email_opt_out' as field,
+        'false' as old_value,
+        'true' as new_value
+
+    from kept
+    where not was_email_opt_out and is_email_opt_out
+
+),
+
+old_communities as (
+
+    select
+        external_id,
+        community_group,
+        string_agg(community, '; ' order by community) as communities
+
+    from applied_memberships
+    group by external_id, community_group
+
+),
+
+new_communities as (
+
+    select
+        external_id,
+        community_group,
+        string_agg(community, '; ' order by community) as communities
+
+    from target_memberships
+    group by external_id, community_group
+
+),
+
+membership_updates as (
+
+    select
+        kept.external_id,
+        'update' as change_type,
+        'communities:' || coalesce(new_communities.community_group, old_communities.community_group) as field,
+        old_communities.communities as old_value,
+        new_communities.communities as new_value
+
+    from old_communities
+    full outer join new_communities
+        on
+            old_communities.external_id = new_communities.external_id
+            and old_communities.community_group = new_communities.community_group
+    inner join kept
+        on coalesce(new_communities.external_id, old_communities.external_id) = kept.external_id
+    where old_communities.communities is distinct from new_communities.communities
+
+),
+
+all_changes as (
+
+    select * from lifecycle_changes
+    where change_type is not null
+    union all
+    select * from updates
+    union all
+    select * from membership_updates
+    union all
+    select * from opt_outs
+
+),
+
+final as (
+
+    select
+        row_number() over (
+            order by
+                case all_changes.change_type
+                    when 'create' then 1
+                    when 'reactivate' then 2
+                    when 'update' then 3
+                    when 'opt_out' then 4
+                    when 'deactivate' then 5
+                    when 'delete' then 6
+                end,
+                all_changes.external_id,
+                all_changes.field
+        ) as change_id,
+        all_changes.external_id,
+        all_changes.change_type,
+        all_changes.field,
+        all_changes.old_value,
+        all_changes.new_value,
+        file_users.line_number
+
+    from all_changes
+    left join file_users
+        on all_changes.external_id = file_users.external_id
+
+)
+
+select * from final

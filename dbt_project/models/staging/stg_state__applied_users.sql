@@ -1,0 +1,28 @@
+with
+
+source as (
+
+    select * from {{ source('state', 'applied_users') }}
+
+),
+
+final as (
+
+    select
+        external_id,
+        lower(trim(email)) as email,
+        user_id,
+        lower(trim(user_login)) as user_login,
+        first_name,
+        last_name,
+        user_type,
+        graduation_year,
+        status,
+        email_opt_out as is_email_opt_out,
+        applied_run_id
+
+    from source
+
+)
+
+select * from final

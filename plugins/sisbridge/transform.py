@@ -1,0 +1,193 @@
+"""The dbt step: the school's settings as `config.*` tables, then `dbt build` and `dbt snapshot`.
+
+dbt is imported inside the functions because the DAG module imports this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sisbridge.audit import Finding, record_findings
+from sisbridge.config import SchoolConfig, safe_component, sisbridge_home, warehouse_path
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+# The snapshot runs only after a successful push, never as part of the build.
+BUILD_EXCLUDE = "resource_type:snapshot"
+TRANSFORM_STAGE = "transform"
+
+_CONFIG_SCHEMA = """
+create schema if not exists config;
+create or replace table config.school (school_id varchar, identifier varchar, missing_users varchar);
+create or replace table config.user_types (source_value varchar, user_type varchar);
+create or replace table config.community_columns (
+    column_name varchar, community_group varchar, has_value_map boolean
+);
+create or replace table config.community_values (
+    column_name varchar, source_value varchar, community varchar
+);
+create or replace table config.date_formats (format varchar);
+"""
+
+
+class TransformError(RuntimeError):
+    """dbt failed; the message names the failing nodes and what dbt said about them."""
+
+
+def write_config_tables(con, school: SchoolConfig) -> None:
+    """Replace the `config.*` tables with this school's settings (values go in as parameters)."""
+    con.execute(_CONFIG_SCHEMA)
+    con.execute(
+        "insert into config.school values (?, ?, ?)",
+        [school.school_id, school.identifier, school.missing_users],
+    )
+    if school.user_types:
+        con.executemany("insert into config.user_types values (?, ?)", list(school.user_types.items()))
+    if school.communities:
+        con.executemany(
+            "insert into config.community_columns values (?, ?, ?)",
+            [(c.column, c.group, c.values is not None) for c in school.communities],
+        )
+    values = [(c.column, source, target) for c in school.communities for source, target in (c.values or {}).items()]
+    if values:
+        con.executemany("insert into config.community_values values (?, ?, ?)", values)
+    if school.graduation.date_formats:
+        con.executemany(
+            "insert into config.date_formats values (?)",
+            [(fmt,) for fmt in school.graduation.date_formats],
+        )
+
+
+def dbt_env(school_id: str) -> dict[str, str]:
+    """Environment for a dbt run on one school's warehouse, with its own target and log folders."""
+    work_dir = sisbridge_home() / "dbt" / safe_component(school_id)
+    return {
+        "SISBRIDGE_WAREHOUSE_PATH": str(warehouse_path(school_id)),
+        "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        # Separate folders so that two schools' runs never overwrite each other's manifest.
+        "DBT_TARGET_PATH": str(work_dir / "target"),
+        "DBT_LOG_PATH": str(work_dir / "logs"),
+    }
+
+
+def dbt_vars(school: SchoolConfig, run_id: str) -> dict:
+    """The `--vars` of a run: its id and the school's extra graduation date formats."""
+    return {"run_id": run_id, "date_formats": list(school.graduation.date_formats)}
+
+
+def _release_warehouse() -> None:
+    """Close the DuckDB database that dbt-duckdb keeps open in this process after a command.
+
+    Otherwise the file stays locked for other processes, and this process cannot open it read-only.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+        DuckDBConnectionManager.close_all_connections()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _invoke(school: SchoolConfig, run_id: str, args: list[str]) -> None:
+    from dbt.cli.main import dbtRunner
+
+    env = dbt_env(school.school_id)
+    Path(env["DBT_TARGET_PATH"]).mkdir(parents=True, exist_ok=True)
+    command = [
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--vars",
+        json.dumps(dbt_vars(school, run_id)),
+    ]
+    with _environment(env):
+        try:
+            result = dbtRunner().invoke(command)
+        finally:
+            _release_warehouse()
+    if result.success:
+        return
+    if result.exception is not None:
+        raise TransformError(f"dbt {args[0]} for {school.school_id} failed: {result.exception}") from (
+            result.exception
+        )
+    failures = [
+        f"{node_result.node.unique_id}: {node_result.status}: {node_result.message}"
+        for node_result in getattr(result.result, "results", [])
+        if str(node_result.status) in ("error", "fail", "runtime error")
+    ]
+    raise TransformError(f"dbt {args[0]} for {school.school_id} failed: " + "; ".join(failures))
+
+
+def run_build(school: SchoolConfig, run_id: str) -> None:
+    """`dbt build` of everything but the snapshot; the caller must not hold the warehouse open."""
+    _invoke(school, run_id, ["build", "--exclude", BUILD_EXCLUDE])
+
+
+def run_snapshot(school: SchoolConfig, run_id: str) -> None:
+    """`dbt snapshot` of the applied baseline, right after a successful push."""
+    _invoke(school, run_id, ["snapshot"])
+
+
+def record_transform_findings(con, run_id: str) -> int:
+    """Copy `intermediate.int_roster_findings` into `audit.rejected_rows` (stage 'transform')."""
+    rows = con.execute(
+        """
+        select rule, message, severity, line_number, identifier, column_name, value
+        from intermediate.int_roster_findings
+        order by line_number, rule, column_name, value
+        """
+    ).fetchall()
+    return record_findings(con, run_id, TRANSFORM_STAGE, [Finding(*row) for row in rows])
+
+
+def build_docs(target_dir: Path) -> Path:
+    """Write dbt's lineage docs (one static `index.html`) into target_dir, without a warehouse."""
+    from dbt.cli.main import dbtRunner
+
+    target_dir = Path(target_dir).absolute()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        # The catalog is left empty, so the profile's database is only a scratch file.
+        "SISBRIDGE_WAREHOUSE_PATH": str(target_dir / "docs.duckdb"),
+        "DBT_TARGET_PATH": str(target_dir),
+        "DBT_LOG_PATH": str(target_dir / "logs"),
+    }
+    with _environment(env):
+        result = dbtRunner().invoke(
+            [
+                "docs",
+                "generate",
+                "--static",
+                "--empty-catalog",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(DBT_PROJECT_DIR),
+            ]
+        )
+        _release_warehouse()
+    if not result.success:
+        raise TransformError(f"dbt docs generate failed: {result.exception}")
+    (target_dir / "docs.duckdb").unlink(missing_ok=True)
+    return target_dir / "static_index.html"
