@@ -152,6 +152,10 @@ def upload_reports(paths: Iterable[Path], s3_hook_or_client, bucket: str, run_id
     return keys
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def log_summary(findings: Iterable[Finding]) -> str:
     """Counts by rule with the first few lines of each: short enough for an INFO log line."""
     findings = list(findings)
@@ -161,7 +165,10 @@ def log_summary(findings: Iterable[Finding]) -> str:
     for finding in findings:
         by_rule[(finding.severity, finding.rule)].append(finding)
     severities = Counter(finding.severity for finding in findings)
-    lines = [f"{len(findings)} findings: {severities['error']} errors, {severities['warning']} warnings"]
+    lines = [
+        f"{_count(len(findings), 'finding')}: {_count(severities['error'], 'error')}, "
+        f"{_count(severities['warning'], 'warning')}"
+    ]
     # Errors first, then the rules with most findings.
     for (severity, rule), group in sorted(by_rule.items(), key=lambda item: (item[0][0], -len(item[1]))):
         lines.append(f"{rule} ({severity}): {len(group)}")
