@@ -1,0 +1,101 @@
+"""A school config that breaks the rules is a loud error naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sisbridge.config import ConfigError, load_school, load_schools
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = """\
+school_id: {school_id}
+name: Test University
+s3: {{bucket: uconnect-sis-test, key: roster.csv, aws_conn_id: sis_s3_test}}
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_the_documented_defaults(tmp_path):
+    school = load_school(write(tmp_path, "tester", GOOD.format(school_id="tester")))
+    assert (school.identifier, school.missing_users, school.duplicates) == ("email", "deactivate", "reject_file")
+    assert (school.schedule, school.timezone, school.auto_sync) == ("0 23 * * 6", "UTC", True)
+    assert school.thresholds.model_dump() == {
+        "max_removed_pct": 10, "max_removed": 500, "max_updated_pct": 75,
+        "max_email_changed_pct": 10, "max_rejected_pct": 5,
+    }
+
+
+def test_the_demo_configs_are_valid():
+    assert [s.school_id for s in load_schools(ROOT / "config" / "schools")] == ["acme", "globex"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD.format(school_id="tester") + "identifier: student_number\n", "identifier"),
+        (GOOD.format(school_id="tester") + "missing_users: purge\n", "missing_users"),
+        (GOOD.format(school_id="tester") + "thresholds: {max_removed_pct: 150}\n", "thresholds.max_removed_pct"),
+        (GOOD.format(school_id="tester") + "schedule: every saturday\n", "schedule"),
+        (GOOD.format(school_id="tester") + "timezone: Mars/Olympus\n", "timezone"),
+        (GOOD.format(school_id="tester") + "colour: blue\n", "colour"),
+        (GOOD.format(school_id="tester").replace("roster.csv", "../other/roster.csv"), "s3.key"),
+        (GOOD.format(school_id="tester") + "communities: [{column: EMAIL, group: Oops}]\n",
+         "communities.0.column"),
+        (GOOD.format(school_id="tester") + "graduation: {date_formats: ['%m/%d']}\n", "graduation.date_formats"),
+        ("school_id: tester\nname: No bucket\n", "s3"),
+    ],
+)
+def test_bad_field_is_named_with_the_file(tmp_path, text, field):
+    path = write(tmp_path, "tester", text)
+    with pytest.raises(ConfigError) as error:
+        load_school(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ")
+    assert f"{field}:" in message
+
+
+def test_school_id_must_match_the_file_name(tmp_path):
+    path = write(tmp_path, "other", GOOD.format(school_id="tester"))
+    with pytest.raises(ConfigError, match=r"other\.yaml: school_id: 'tester' must equal the file name 'other'"):
+        load_school(path)
+
+
+def test_school_id_pattern_blocks_path_tricks(tmp_path):
+    path = write(tmp_path, "tester", GOOD.format(school_id="../etc"))
+    with pytest.raises(ConfigError, match="school_id"):
+        load_school(path)
+
+
+def test_invalid_yaml_is_named(tmp_path):
+    path = write(tmp_path, "tester", "school_id: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"tester\.yaml: not valid YAML"):
+        load_school(path)
+
+
+def test_values_file_is_read_relative_to_the_yaml(tmp_path):
+    (tmp_path / "programs.csv").write_text("value,community\nEcon,Business & Finance\n")
+    text = GOOD.format(school_id="tester") + "communities: [{column: program, group: Career, values_file: programs.csv}]\n"
+    school = load_school(write(tmp_path, "tester", text))
+    assert school.community_columns["PROGRAM"].values == {"Econ": "Business & Finance"}
+
+
+def test_missing_values_file_is_named(tmp_path):
+    text = GOOD.format(school_id="tester") + "communities: [{column: program, group: Career, values_file: nope.csv}]\n"
+    with pytest.raises(ConfigError, match=r"communities\.0\.values_file: file 'nope.csv' does not exist"):
+        load_school(write(tmp_path, "tester", text))
+
+
+def test_a_broken_config_fails_dag_parsing_loudly(tmp_path, monkeypatch):
+    import runpy
+
+    write(tmp_path, "tester", GOOD.format(school_id="tester") + "missing_users: purge\n")
+    monkeypatch.setenv("SISBRIDGE_SCHOOLS_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="missing_users"):
+        runpy.run_path(str(ROOT / "dags" / "sis_sync.py"))

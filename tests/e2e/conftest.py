@@ -1,0 +1,80 @@
+"""End-to-end fixtures: moto's S3 server on 127.0.0.1, Airflow connections to it, a SQLite store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import sqlalchemy as sa
+
+from sisbridge import demo
+from sisbridge.config import load_school, schools_dir, sisbridge_home, warehouse_path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    with demo.local_s3() as endpoint_url:
+        yield endpoint_url
+
+
+@pytest.fixture(scope="session")
+def airflow_ready():
+    from sisbridge.cli import prepare_airflow
+
+    return prepare_airflow()
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'userstore.db'}"
+
+
+@pytest.fixture
+def school_env(s3_endpoint, airflow_ready, store_url, monkeypatch):
+    """A clean slate for one school: fresh bucket, no warehouse, no reports, an empty store."""
+
+    def setup(school_id: str):
+        school = load_school(schools_dir() / f"{school_id}.yaml")
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}", demo.aws_connection_uri(s3_endpoint)
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_UCONNECT_USER_STORE", store_url)
+        s3 = demo.s3_client(s3_endpoint)
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if school.s3.bucket in existing:
+            for version in s3.list_object_versions(Bucket=school.s3.bucket).get("Versions", []):
+                s3.delete_object(Bucket=school.s3.bucket, Key=version["Key"], VersionId=version["VersionId"])
+        else:
+            demo.create_bucket(s3, school.s3.bucket)
+        warehouse_path(school_id).unlink(missing_ok=True)
+        shutil.rmtree(sisbridge_home() / "reports" / school_id, ignore_errors=True)
+        return school, s3
+
+    return setup
+
+
+def store_rows(store_url: str, school_id: str) -> tuple[list[dict], list[tuple]]:
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        users = [
+            dict(row._mapping)
+            for row in conn.execute(
+                sa.text("select * from users where school_id = :s order by external_id"), {"s": school_id}
+            )
+        ]
+        memberships = [
+            tuple(row)
+            for row in conn.execute(
+                sa.text(
+                    "select external_id, community_group, community from user_communities "
+                    "where school_id = :s order by 1, 2, 3"
+                ),
+                {"s": school_id},
+            )
+        ]
+    engine.dispose()
+    return users, memberships
+
+
+os.environ.setdefault("SISBRIDGE_SENSOR_TIMEOUT_HOURS", "1")
