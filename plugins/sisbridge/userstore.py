@@ -1,0 +1,937 @@
+"""The uConnect user store: its schema, the push of a run's change set, and the rollback of a push.
+
+The store is PostgreSQL in production and SQLite as the embedded default, reached through SQLAlchemy
+Core. A push applies the change set in batches, one transaction per batch: each batch sets its users
+and their memberships to the run's target state, so replaying a batch is harmless, and the store
+records which batches are done, so a retried push never captures a second "before" image.
+
+Email preferences (DESIGN.md, "Email preferences") live in `_apply_batch` and nowhere else:
+- a new user starts with `email_opt_out` equal to the file's flag;
+- an existing user whose preferences are not customized is opted out when the flag is yes;
+- nothing ever opts a user back in, and a user with customized preferences keeps every preference.
+The SIS fields of a customized user (names, email, type, year, status, memberships) still follow the
+file: the rule protects the preferences the user chose, not the school's record of the student.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from sisbridge.audit import get_run, upsert_run, utcnow
+from sisbridge.config import SchoolConfig
+
+DEFAULT_CONN_ID = "uconnect_user_store"
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("school_id", sa.Text, primary_key=True),
+    sa.Column("external_id", sa.Text, primary_key=True),
+    sa.Column("email", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("user_login", sa.Text),
+    sa.Column("first_name", sa.Text),
+    sa.Column("last_name", sa.Text),
+    sa.Column("user_type", sa.Text),
+    sa.Column("graduation_year", sa.Integer),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("email_opt_out", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("email_prefs_customized", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.CheckConstraint("status in ('active', 'inactive')", name="users_status_check"),
+)
+
+user_communities = sa.Table(
+    "user_communities",
+    metadata,
+    sa.Column("school_id", sa.Text, primary_key=True),
+    sa.Column("external_id", sa.Text, primary_key=True),
+    sa.Column("community_group", sa.Text, primary_key=True),
+    sa.Column("community", sa.Text, primary_key=True),
+    sa.ForeignKeyConstraint(
+        ["school_id", "external_id"],
+        ["users.school_id", "users.external_id"],
+        ondelete="CASCADE",
+    ),
+)
+
+# Written in the same transaction as each batch, so "done" in this table means "committed".
+push_batches = sa.Table(
+    "sisbridge_push_batches",
+    metadata,
+    sa.Column("school_id", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("batch_no", sa.Integer, primary_key=True),
+    sa.Column("batch_size", sa.Integer, nullable=False),
+    sa.Column("users_in_batch", sa.Integer, nullable=False),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+)
+
+# Columns the sync owns; `email_prefs_customized` belongs to the platform and is never written.
+SIS_FIELDS = (
+    "email",
+    "user_id",
+    "user_login",
+    "first_name",
+    "last_name",
+    "user_type",
+    "graduation_year",
+    "status",
+)
+
+_WAREHOUSE_SCHEMA = """
+create schema if not exists audit;
+create table if not exists audit.applied_before (
+    run_id varchar not null,
+    batch_no integer not null,
+    external_id varchar not null,
+    user_row json,
+    memberships json,
+    captured_at timestamp not null
+);
+create table if not exists audit.push_runs (
+    run_id varchar primary key,
+    school_id varchar not null,
+    batch_size integer not null,
+    batches integer not null,
+    creates bigint not null,
+    updates bigint not null,
+    reactivations bigint not null,
+    deactivations bigint not null,
+    deletes bigint not null,
+    opt_outs bigint not null,
+    completed_at timestamp not null
+);
+create table if not exists audit.push_baseline_users (
+    run_id varchar not null,
+    external_id varchar not null,
+    email varchar,
+    user_id varchar,
+    user_login varchar,
+    first_name varchar,
+    last_name varchar,
+    user_type varchar,
+    graduation_year integer,
+    status varchar not null,
+    email_opt_out boolean not null,
+    applied_run_id varchar not null
+);
+create table if not exists audit.push_baseline_memberships (
+    run_id varchar not null,
+    external_id varchar not null,
+    community_group varchar not null,
+    community varchar not null
+);
+"""
+
+_STATE_USER_COLUMNS = (
+    "external_id",
+    "email",
+    "user_id",
+    "user_login",
+    "first_name",
+    "last_name",
+    "user_type",
+    "graduation_year",
+    "status",
+    "email_opt_out",
+)
+_MEMBERSHIP_COLUMNS = ("external_id", "community_group", "community")
+
+_STAGE_USERS = "sisbridge_stage_users"
+_STAGE_MEMBERS = "sisbridge_stage_members"
+_STAGE_BEFORE = "sisbridge_stage_before"
+_STAGE_COLUMNS = {
+    _STAGE_USERS: (
+        ("external_id", "text"),
+        ("in_target", "boolean"),
+        ("email", "text"),
+        ("user_id", "text"),
+        ("user_login", "text"),
+        ("first_name", "text"),
+        ("last_name", "text"),
+        ("user_type", "text"),
+        ("graduation_year", "integer"),
+        ("status", "text"),
+        ("target_opt_out", "boolean"),
+        ("file_opt_out", "boolean"),
+    ),
+    _STAGE_MEMBERS: (("external_id", "text"), ("community_group", "text"), ("community", "text")),
+    _STAGE_BEFORE: (
+        ("external_id", "text"),
+        ("existed", "boolean"),
+        ("email", "text"),
+        ("user_id", "text"),
+        ("user_login", "text"),
+        ("first_name", "text"),
+        ("last_name", "text"),
+        ("user_type", "text"),
+        ("graduation_year", "integer"),
+        ("status", "text"),
+        ("email_opt_out", "boolean"),
+        ("email_prefs_customized", "boolean"),
+        ("created_at", "timestamp"),
+    ),
+}
+_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+# SQLSTATEs after which the same statement can succeed later: serialization failure, deadlock,
+# lock timeout, too many connections, admin/crash shutdown, cannot connect now.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03"}
+
+
+class StoreError(RuntimeError):
+    """A user store operation failed; the message says which one and why."""
+
+
+class TransientStoreError(StoreError):
+    """The store was unreachable or busy; retrying the same push later is safe."""
+
+
+class PermanentStoreError(StoreError):
+    """Retrying will not help (bad schema, missing change set, constraint violation)."""
+
+
+class RollbackRefused(RuntimeError):
+    """A rollback that would not restore a consistent state (for example, a later run was applied)."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    creates: int
+    updates: int
+    reactivations: int
+    deactivations: int
+    deletes: int
+    opt_outs: int
+    batches: int
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+    name = type(orig).__name__
+    message = str(orig).lower()
+    if type(orig).__module__.startswith("sqlite3"):
+        return "locked" in message or "busy" in message
+    # psycopg2 raises OperationalError/InterfaceError without a SQLSTATE when the link itself broke.
+    return name in ("OperationalError", "InterfaceError")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    text = str(orig).strip() or type(orig).__name__
+    return text.splitlines()[0]
+
+
+@contextlib.contextmanager
+def _store_errors(what: str) -> Generator[None, None, None]:
+    """Turn database errors into TransientStoreError / PermanentStoreError naming the operation."""
+    import sqlite3
+
+    import psycopg2
+
+    try:
+        yield
+    except (sa.exc.DBAPIError, psycopg2.Error, sqlite3.Error) as exc:
+        if _is_transient(exc):
+            raise TransientStoreError(f"user store unavailable while {what}: {_first_line(exc)}") from exc
+        raise PermanentStoreError(f"user store rejected {what}: {_first_line(exc)}") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise PermanentStoreError(f"user store error while {what}: {exc}") from exc
+
+
+def store_engine(uri: str) -> sa.Engine:
+    """An engine for an Airflow-style URI: postgres:// or postgresql:// (psycopg2), or sqlite:///path."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        raise PermanentStoreError(f"user store URI {uri!r} has no scheme (postgresql:// or sqlite:///)")
+    scheme = scheme.lower()
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+        return sa.create_engine(f"postgresql+psycopg2://{rest}", pool_pre_ping=True)
+    if scheme == "sqlite":
+        engine = sa.create_engine(f"sqlite://{rest}")
+        _make_sqlite_transactional(engine)
+        return engine
+    raise PermanentStoreError(f"user store URI scheme {scheme!r} is not supported (use postgresql or sqlite)")
+
+
+def _make_sqlite_transactional(engine: sa.Engine) -> None:
+    # pysqlite delays BEGIN until the first write; a batch must hold the write lock from its first
+    # read so that its "before" image and its changes see the same rows (SQLAlchemy's own recipe).
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("pragma foreign_keys = on")
+        cursor.execute("pragma busy_timeout = 30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("begin immediate")
+
+
+def engine_from_connection(conn_id: str = DEFAULT_CONN_ID) -> sa.Engine:
+    """The store engine for an Airflow connection of type postgres or sqlite."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type in ("postgres", "postgresql"):
+        url = sa.URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+        )
+        return sa.create_engine(url, pool_pre_ping=True)
+    if conn.conn_type == "sqlite":
+        # Airflow keeps `sqlite:////abs/path` in `schema` and a quoted `sqlite://%2Fabs%2Fpath` in `host`.
+        path = conn.host or conn.schema
+        if not path:
+            raise PermanentStoreError(f"connection {conn_id!r}: a sqlite connection needs a file path")
+        return store_engine(f"sqlite:///{path}")
+    raise PermanentStoreError(
+        f"connection {conn_id!r} has type {conn.conn_type!r}; the user store must be postgres or sqlite"
+    )
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create the store tables (users, user_communities, push progress) where they are missing."""
+    with _store_errors("creating the store tables"):
+        metadata.create_all(engine)
+
+
+def _normalize(value: str | None) -> str | None:
+    """Emails and logins are trimmed and lowercased wherever they are stored or compared."""
+    return None if value is None else value.strip().lower()
+
+
+def _normalize_id(school: SchoolConfig, value: str) -> str:
+    return _normalize(value) if school.identifier in ("email", "user_login") else value.strip()
+
+
+def _is_postgres(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _copy_text(value) -> str:
+    """One field in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.strftime(_TIMESTAMP_FORMAT)
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _stage(conn: sa.Connection, table: str, rows: Sequence[tuple]) -> None:
+    """Create a session-private staging table and fill it: COPY on PostgreSQL, executemany on SQLite."""
+    columns = _STAGE_COLUMNS[table]
+    column_ddl = ", ".join(f"{name} {kind}" for name, kind in columns)
+    if _is_postgres(conn):
+        conn.exec_driver_sql(f"create temp table {table} ({column_ddl}) on commit drop")
+        if not rows:
+            return
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write("\t".join(_copy_text(value) for value in row))
+            buffer.write("\n")
+        buffer.seek(0)
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f"copy {table} from stdin", buffer)
+        finally:
+            cursor.close()
+    else:
+        conn.exec_driver_sql(f"drop table if exists temp.{table}")
+        conn.exec_driver_sql(f"create temp table {table} ({column_ddl})")
+        if rows:
+            placeholders = ", ".join("?" for _ in columns)
+            sqlite_rows = [
+                tuple(v.strftime(_TIMESTAMP_FORMAT) if isinstance(v, datetime) else v for v in row)
+                for row in rows
+            ]
+            conn.exec_driver_sql(f"insert into {table} values ({placeholders})", sqlite_rows)
+
+
+def _params(school_id: str, now: datetime) -> dict:
+    return {"school": school_id, "now": now}
+
+
+def _text(sql: str) -> sa.TextClause:
+    clause = sa.text(sql)
+    if ":now" in sql:
+        clause = clause.bindparams(sa.bindparam("now", type_=sa.DateTime()))
+    return clause
+
+
+# Every statement below is scoped with `school_id = :school`: a push never touches another school.
+# `users_stage` is the staged users of the statement (a push's target, or a rollback's before image)
+# and `present` its column saying whether the user should exist afterwards.
+_MEMBERSHIPS_DIFFER = f"""
+    exists (
+        select 1 from {_STAGE_MEMBERS} m
+        where m.external_id = s.external_id
+          and not exists (
+              select 1 from user_communities c
+              where c.school_id = :school and c.external_id = m.external_id
+                and c.community_group = m.community_group and c.community = m.community))
+    or exists (
+        select 1 from user_communities c
+        where c.school_id = :school and c.external_id = s.external_id
+          and not exists (
+              select 1 from {_STAGE_MEMBERS} m
+              where m.external_id = c.external_id
+                and m.community_group = c.community_group and m.community = c.community))
+"""
+
+_FIELDS_DIFFER = " or ".join(f"users.{field} is distinct from s.{field}" for field in SIS_FIELDS)
+
+# The opt-out rule: customized preferences are never touched, a yes flag opts out, nothing opts in.
+_OPT_OUT_RULE = """
+    case
+        when users.email_prefs_customized then users.email_opt_out
+        when s.file_opt_out then true
+        else users.email_opt_out
+    end
+"""
+
+_UPDATE_USERS = f"""
+update users set
+    {", ".join(f"{field} = s.{field}" for field in SIS_FIELDS)},
+    email_opt_out = {_OPT_OUT_RULE},
+    updated_at = :now
+from {_STAGE_USERS} as s
+where users.school_id = :school
+  and users.external_id = s.external_id
+  and s.in_target
+  and (
+      {_FIELDS_DIFFER}
+      or (s.file_opt_out and not users.email_opt_out and not users.email_prefs_customized)
+      or {_MEMBERSHIPS_DIFFER}
+  )
+"""
+
+# A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default.
+_INSERT_USERS = f"""
+insert into users (school_id, external_id, {", ".join(SIS_FIELDS)}, email_opt_out, created_at, updated_at)
+select :school, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)},
+       coalesce(s.file_opt_out, s.target_opt_out), :now, :now
+from {_STAGE_USERS} as s
+where s.in_target
+on conflict (school_id, external_id) do nothing
+"""
+
+
+def _delete_stale_memberships(users_stage: str) -> str:
+    return f"""
+    delete from user_communities
+    where school_id = :school
+      and external_id in (select external_id from {users_stage})
+      and not exists (
+          select 1 from {_STAGE_MEMBERS} m
+          where m.external_id = user_communities.external_id
+            and m.community_group = user_communities.community_group
+            and m.community = user_communities.community)
+    """
+
+
+def _delete_users(users_stage: str, present: str) -> str:
+    return f"""
+    delete from users
+    where school_id = :school
+      and external_id in (select external_id from {users_stage} where not {present})
+    """
+
+
+def _insert_memberships(users_stage: str, present: str) -> str:
+    return f"""
+    insert into user_communities (school_id, external_id, community_group, community)
+    select :school, m.external_id, m.community_group, m.community
+    from {_STAGE_MEMBERS} as m
+    where m.external_id in (select external_id from {users_stage} where {present})
+    on conflict do nothing
+    """
+
+
+def _read_before(conn: sa.Connection, school_id: str, stage: str) -> tuple[dict, dict]:
+    """The store rows and memberships of the staged users, locked until the transaction ends."""
+    staged = sa.select(sa.table(stage, sa.column("external_id")).c.external_id)
+    query = sa.select(users).where(users.c.school_id == school_id, users.c.external_id.in_(staged))
+    if _is_postgres(conn):
+        query = query.with_for_update()
+    rows = {row.external_id: row._asdict() for row in conn.execute(query)}
+    members: dict[str, list] = {}
+    query = (
+        sa.select(
+            user_communities.c.external_id, user_communities.c.community_group, user_communities.c.community
+        )
+        .where(user_communities.c.school_id == school_id, user_communities.c.external_id.in_(staged))
+        .order_by(
+            user_communities.c.external_id, user_communities.c.community_group, user_communities.c.community
+        )
+    )
+    for external_id, group, community in conn.execute(query):
+        members.setdefault(external_id, []).append([group, community])
+    return rows, members
+
+
+def _json_row(row: dict | None) -> str | None:
+    if row is None:
+        return None
+    return json.dumps(
+        {k: v.strftime(_TIMESTAMP_FORMAT) if isinstance(v, datetime) else v for k, v in row.items()},
+        sort_keys=True,
+    )
+
+
+def _ensure_warehouse_tables(con) -> None:
+    con.execute(_WAREHOUSE_SCHEMA)
+
+
+def _require_change_set(con) -> None:
+    import duckdb
+
+    for table in (
+        "marts.user_changes",
+        "marts.users",
+        "intermediate.int_users_target_state",
+        "intermediate.int_memberships_target_state",
+    ):
+        try:
+            con.execute(f"select 1 from {table} limit 0")
+        except duckdb.CatalogException as exc:
+            raise PermanentStoreError(
+                f"the warehouse has no {table}: the transform must build the change set before the push"
+            ) from exc
+
+
+def _stored_result(con, run_id: str) -> PushResult | None:
+    row = con.execute(
+        """
+        select creates, updates, reactivations, deactivations, deletes, opt_outs, batches
+        from audit.push_runs where run_id = ?
+        """,
+        [run_id],
+    ).fetchone()
+    return None if row is None else PushResult(*row)
+
+
+def _done_batches(engine: sa.Engine, school_id: str, run_id: str) -> dict[int, int]:
+    query = sa.select(push_batches.c.batch_no, push_batches.c.batch_size).where(
+        push_batches.c.school_id == school_id, push_batches.c.run_id == run_id
+    )
+    with _store_errors("reading the push progress"), engine.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
+def _batch_rows(con, school: SchoolConfig, batch_no: int) -> tuple[list[tuple], list[tuple]]:
+    """The target state of one batch's users (absent = delete) and their target memberships."""
+    target = con.execute(
+        """
+        select i.external_id, t.external_id is not null,
+               t.email, t.user_id, t.user_login, t.first_name, t.last_name, t.user_type,
+               t.graduation_year, t.status, t.email_opt_out, u.is_email_opt_out
+        from _push_ids as i
+        left join intermediate.int_users_target_state as t on t.external_id = i.external_id
+        left join marts.users as u on u.external_id = i.external_id
+        where i.batch_no = ?
+        order by i.external_id
+        """,
+        [batch_no],
+    ).fetchall()
+    stage_users = [
+        (
+            _normalize_id(school, ext),
+            in_target,
+            _normalize(email),
+            user_id,
+            _normalize(user_login),
+            first_name,
+            last_name,
+            user_type,
+            graduation_year,
+            status,
+            target_opt_out,
+            file_opt_out,
+        )
+        for (
+            ext,
+            in_target,
+            email,
+            user_id,
+            user_login,
+            first_name,
+            last_name,
+            user_type,
+            graduation_year,
+            status,
+            target_opt_out,
+            file_opt_out,
+        ) in target
+    ]
+    members = con.execute(
+        """
+        select m.external_id, m.community_group, m.community
+        from _push_ids as i
+        join intermediate.int_memberships_target_state as m on m.external_id = i.external_id
+        where i.batch_no = ?
+        order by all
+        """,
+        [batch_no],
+    ).fetchall()
+    stage_members = [(_normalize_id(school, ext), group, community) for ext, group, community in members]
+    return stage_users, stage_members
+
+
+def _save_before(con, run_id: str, batch_no: int, ids: list[str], rows: dict, members: dict, at) -> None:
+    """Keep the batch's prior store state in the warehouse before the batch commits (for rollback)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "run_id": [run_id] * len(ids),
+            "batch_no": [batch_no] * len(ids),
+            "external_id": ids,
+            "user_row": [_json_row(rows.get(ext)) for ext in ids],
+            "memberships": [json.dumps(members.get(ext, [])) for ext in ids],
+            "captured_at": [at] * len(ids),
+        },
+        dtype=object,
+    )
+    con.execute("begin")
+    try:
+        con.execute("delete from audit.applied_before where run_id = ? and batch_no = ?", [run_id, batch_no])
+        con.register("_push_before_frame", frame)
+        con.execute(
+            """
+            insert into audit.applied_before
+            select run_id, batch_no::integer, external_id, user_row::json, memberships::json,
+                   captured_at::timestamp
+            from _push_before_frame
+            """
+        )
+        con.unregister("_push_before_frame")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def _apply_batch(con, engine, school: SchoolConfig, run_id: str, batch_no: int, batch_size: int) -> None:
+    """Set one batch of users and their memberships to the target state, in one store transaction."""
+    stage_users, stage_members = _batch_rows(con, school, batch_no)
+    ids = [row[0] for row in stage_users]
+    now = utcnow()
+    params = _params(school.school_id, now)
+    with engine.begin() as conn:
+        _stage(conn, _STAGE_USERS, stage_users)
+        _stage(conn, _STAGE_MEMBERS, stage_members)
+        before_rows, before_members = _read_before(conn, school.school_id, _STAGE_USERS)
+        _save_before(con, run_id, batch_no, ids, before_rows, before_members, now)
+        # Users first, while the old memberships are still there to compare against.
+        conn.execute(_text(_UPDATE_USERS), params)
+        conn.execute(_text(_delete_stale_memberships(_STAGE_USERS)), params)
+        conn.execute(_text(_delete_users(_STAGE_USERS, "in_target")), params)
+        conn.execute(_text(_INSERT_USERS), params)
+        conn.execute(_text(_insert_memberships(_STAGE_USERS, "in_target")), params)
+        _record_batch(conn, school.school_id, run_id, batch_no, batch_size, len(ids), now)
+
+
+def _record_batch(conn, school_id: str, run_id: str, batch_no: int, batch_size: int, count: int, at) -> None:
+    conn.execute(
+        push_batches.insert().values(
+            school_id=school_id,
+            run_id=run_id,
+            batch_no=batch_no,
+            batch_size=batch_size,
+            users_in_batch=count,
+            applied_at=at,
+        )
+    )
+
+
+def push(con, engine: sa.Engine, school: SchoolConfig, run_id: str, *, batch_size: int = 5000) -> PushResult:
+    """Apply the run's change set to the store in batches; then advance the baseline and the audit."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    _ensure_warehouse_tables(con)
+    done_result = _stored_result(con, run_id)
+    if done_result is not None:
+        return done_result
+    _require_change_set(con)
+    ensure_schema(engine)
+    done = _done_batches(engine, school.school_id, run_id)
+    if done:
+        # A retry must cut the change set exactly as the first attempt did.
+        batch_size = next(iter(done.values()))
+    con.execute(
+        """
+        create or replace temp table _push_ids as
+        select external_id, ((row_number() over (order by external_id) - 1) // ?)::integer as batch_no
+        from (select distinct external_id from marts.user_changes)
+        """,
+        [batch_size],
+    )
+    batches = con.execute("select coalesce(max(batch_no) + 1, 0) from _push_ids").fetchone()[0]
+    for batch_no in range(batches):
+        if batch_no in done:
+            continue
+        with _store_errors(f"applying batch {batch_no + 1} of {batches} of run {run_id}"):
+            _apply_batch(con, engine, school, run_id, batch_no, batch_size)
+    return _finish_push(con, school, run_id, batch_size, batches)
+
+
+def _finish_push(con, school: SchoolConfig, run_id: str, batch_size: int, batches: int) -> PushResult:
+    """Advance the baseline and write the audit, in one warehouse transaction."""
+    now = utcnow()
+    con.execute("begin")
+    try:
+        for table, columns in (
+            ("users", (*_STATE_USER_COLUMNS, "applied_run_id")),
+            ("memberships", _MEMBERSHIP_COLUMNS),
+        ):
+            con.execute(f"delete from audit.push_baseline_{table} where run_id = ?", [run_id])
+            con.execute(
+                f"""
+                insert into audit.push_baseline_{table} (run_id, {", ".join(columns)})
+                select ?, {", ".join(columns)} from state.applied_{table}
+                """,
+                [run_id],
+            )
+        con.execute("delete from state.applied_users")
+        con.execute(
+            f"""
+            insert into state.applied_users ({", ".join(_STATE_USER_COLUMNS)}, applied_run_id)
+            select {", ".join(_STATE_USER_COLUMNS)}, ? from intermediate.int_users_target_state
+            """,
+            [run_id],
+        )
+        con.execute("delete from state.applied_memberships")
+        con.execute(
+            f"""
+            insert into state.applied_memberships ({", ".join(_MEMBERSHIP_COLUMNS)})
+            select distinct {", ".join(_MEMBERSHIP_COLUMNS)} from intermediate.int_memberships_target_state
+            """
+        )
+        con.execute("delete from audit.applied_changes where run_id = ?", [run_id])
+        # An opt-out the store did not take (customized, or already opted out) was not applied.
+        con.execute(
+            """
+            insert into audit.applied_changes
+                (run_id, external_id, change_type, field, old_value, new_value, applied_at)
+            select ?, c.external_id, c.change_type, c.field, c.old_value, c.new_value, ?
+            from marts.user_changes as c
+            left join audit.applied_before as b
+                on b.run_id = ? and b.external_id = c.external_id
+            where c.change_type <> 'opt_out'
+               or b.user_row is null
+               or not (coalesce((b.user_row->>'email_prefs_customized')::boolean, false)
+                       or coalesce((b.user_row->>'email_opt_out')::boolean, false))
+            order by c.change_id
+            """,
+            [run_id, now, run_id],
+        )
+        counts = dict(
+            con.execute(
+                """
+                select change_type, count(distinct external_id)
+                from audit.applied_changes where run_id = ? group by change_type
+                """,
+                [run_id],
+            ).fetchall()
+        )
+        result = PushResult(
+            creates=counts.get("create", 0),
+            updates=counts.get("update", 0),
+            reactivations=counts.get("reactivate", 0),
+            deactivations=counts.get("deactivate", 0),
+            deletes=counts.get("delete", 0),
+            opt_outs=counts.get("opt_out", 0),
+            batches=batches,
+        )
+        con.execute(
+            "insert into audit.push_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                school.school_id,
+                batch_size,
+                batches,
+                result.creates,
+                result.updates,
+                result.reactivations,
+                result.deactivations,
+                result.deletes,
+                result.opt_outs,
+                now,
+            ],
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return result
+
+
+def _refuse_unless_rollable(con, school: SchoolConfig, run_id: str) -> None:
+    pushed = con.execute(
+        "select completed_at from audit.push_runs where run_id = ? and school_id = ?",
+        [run_id, school.school_id],
+    ).fetchone()
+    if pushed is None:
+        raise RollbackRefused(f"run {run_id} of {school.school_id} was never pushed to the store")
+    run = get_run(con, run_id)
+    if run is not None and run["status"] == "rolled_back":
+        raise RollbackRefused(f"run {run_id} of {school.school_id} is already rolled back")
+    later = con.execute(
+        """
+        select p.run_id from audit.push_runs as p
+        left join audit.sync_runs as r on r.run_id = p.run_id
+        where p.school_id = ? and p.completed_at > ? and coalesce(r.status, '') <> 'rolled_back'
+        union
+        select r.run_id from audit.sync_runs as r
+        where r.school_id = ? and r.status = 'succeeded' and r.run_id <> ?
+          and r.started_at > (select started_at from audit.sync_runs where run_id = ?)
+          and coalesce(r.details->>'rollback_of', '') = ''
+        order by 1
+        """,
+        [school.school_id, pushed[0], school.school_id, run_id, run_id],
+    ).fetchall()
+    if later:
+        names = ", ".join(row[0] for row in later)
+        raise RollbackRefused(
+            f"cannot roll back run {run_id} of {school.school_id}: later run(s) {names} were applied "
+            "after it; roll those back first"
+        )
+
+
+_RESTORE_UPDATE = f"""
+update users set
+    {", ".join(f"{field} = s.{field}" for field in SIS_FIELDS)},
+    email_opt_out = case when users.email_prefs_customized then users.email_opt_out else s.email_opt_out end,
+    created_at = s.created_at,
+    updated_at = :now
+from {_STAGE_BEFORE} as s
+where users.school_id = :school
+  and users.external_id = s.external_id
+  and s.existed
+  and (
+      {_FIELDS_DIFFER}
+      or users.created_at is distinct from s.created_at
+      or (users.email_opt_out is distinct from s.email_opt_out and not users.email_prefs_customized)
+      or {_MEMBERSHIPS_DIFFER}
+  )
+"""
+
+# Recreating a user the run deleted restores the row as it was, platform flags included.
+_RESTORE_INSERT = f"""
+insert into users (school_id, external_id, {", ".join(SIS_FIELDS)}, email_opt_out,
+                   email_prefs_customized, created_at, updated_at)
+select :school, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)}, s.email_opt_out,
+       s.email_prefs_customized, s.created_at, :now
+from {_STAGE_BEFORE} as s
+where s.existed
+on conflict (school_id, external_id) do nothing
+"""
+
+
+def rollback(con, engine: sa.Engine, school: SchoolConfig, run_id: str, rollback_run_id: str) -> dict:
+    """Restore the store and the baseline to their state before `run_id`; refuse if a later run applied."""
+    _ensure_warehouse_tables(con)
+    _refuse_unless_rollable(con, school, run_id)
+    started_at = utcnow()
+    before = con.execute(
+        """
+        select external_id, user_row, memberships from audit.applied_before
+        where run_id = ? order by batch_no, external_id
+        """,
+        [run_id],
+    ).fetchall()
+    stage_before, stage_members = [], []
+    for external_id, user_row, memberships in before:
+        row = json.loads(user_row) if user_row is not None else None
+        if row is None:
+            stage_before.append((external_id, False, *([None] * 11)))
+        else:
+            created_at = datetime.strptime(row["created_at"], _TIMESTAMP_FORMAT)
+            values = [row[field] for field in (*SIS_FIELDS, "email_opt_out", "email_prefs_customized")]
+            stage_before.append((external_id, True, *values, created_at))
+        stage_members.extend((external_id, group, community) for group, community in json.loads(memberships))
+    params = _params(school.school_id, started_at)
+    with _store_errors(f"rolling back run {run_id}"), engine.begin() as conn:
+        _stage(conn, _STAGE_BEFORE, stage_before)
+        _stage(conn, _STAGE_MEMBERS, stage_members)
+        # Lock the rows; the before image of a rollback is not kept (it restores a known state).
+        _read_before(conn, school.school_id, _STAGE_BEFORE)
+        restored = conn.execute(_text(_RESTORE_UPDATE), params).rowcount
+        conn.execute(_text(_delete_stale_memberships(_STAGE_BEFORE)), params)
+        removed = conn.execute(_text(_delete_users(_STAGE_BEFORE, "existed")), params).rowcount
+        recreated = conn.execute(_text(_RESTORE_INSERT), params).rowcount
+        conn.execute(_text(_insert_memberships(_STAGE_BEFORE, "existed")), params)
+    summary = {
+        "run_id": run_id,
+        "rollback_run_id": rollback_run_id,
+        "restored": restored,
+        "recreated": recreated,
+        "removed": removed,
+    }
+    _restore_baseline(con, school, run_id, rollback_run_id, started_at, summary)
+    return summary
+
+
+def _restore_baseline(
+    con, school: SchoolConfig, run_id: str, rollback_run_id: str, started_at, summary
+) -> None:
+    con.execute("begin")
+    try:
+        con.execute("delete from state.applied_users")
+        con.execute(
+            f"""
+            insert into state.applied_users ({", ".join(_STATE_USER_COLUMNS)}, applied_run_id)
+            select {", ".join(_STATE_USER_COLUMNS)}, applied_run_id
+            from audit.push_baseline_users where run_id = ?
+            """,
+            [run_id],
+        )
+        con.execute("delete from state.applied_memberships")
+        con.execute(
+            f"""
+            insert into state.applied_memberships ({", ".join(_MEMBERSHIP_COLUMNS)})
+            select {", ".join(_MEMBERSHIP_COLUMNS)} from audit.push_baseline_memberships where run_id = ?
+            """,
+            [run_id],
+        )
+        upsert_run(con, run_id, school_id=school.school_id, status="rolled_back")
+        upsert_run(
+            con,
+            rollback_run_id,
+            school_id=school.school_id,
+            status="succeeded",
+            status_reason=f"rollback of run {run_id}",
+            started_at=started_at,
+            finished_at=utcnow(),
+            details={"rollback_of": run_id, **summary},
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
