@@ -16,6 +16,9 @@ s3: {{bucket: uconnect-sis-test, key: roster.csv, aws_conn_id: sis_s3_test}}
 """
 
 
+BASE = GOOD.format(school_id="tester")
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
@@ -24,11 +27,15 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path):
     school = load_school(write(tmp_path, "tester", GOOD.format(school_id="tester")))
-    assert (school.identifier, school.missing_users, school.duplicates) == ("email", "deactivate", "reject_file")
+    defaults = (school.identifier, school.missing_users, school.duplicates)
+    assert defaults == ("email", "deactivate", "reject_file")
     assert (school.schedule, school.timezone, school.auto_sync) == ("0 23 * * 6", "UTC", True)
     assert school.thresholds.model_dump() == {
-        "max_removed_pct": 10, "max_removed": 500, "max_updated_pct": 75,
-        "max_email_changed_pct": 10, "max_rejected_pct": 5,
+        "max_removed_pct": 10,
+        "max_removed": 500,
+        "max_updated_pct": 75,
+        "max_email_changed_pct": 10,
+        "max_rejected_pct": 5,
     }
 
 
@@ -39,16 +46,15 @@ def test_the_demo_configs_are_valid():
 @pytest.mark.parametrize(
     ("text", "field"),
     [
-        (GOOD.format(school_id="tester") + "identifier: student_number\n", "identifier"),
-        (GOOD.format(school_id="tester") + "missing_users: purge\n", "missing_users"),
-        (GOOD.format(school_id="tester") + "thresholds: {max_removed_pct: 150}\n", "thresholds.max_removed_pct"),
-        (GOOD.format(school_id="tester") + "schedule: every saturday\n", "schedule"),
-        (GOOD.format(school_id="tester") + "timezone: Mars/Olympus\n", "timezone"),
-        (GOOD.format(school_id="tester") + "colour: blue\n", "colour"),
+        (BASE + "identifier: student_number\n", "identifier"),
+        (BASE + "missing_users: purge\n", "missing_users"),
+        (BASE + "thresholds: {max_removed_pct: 150}\n", "thresholds.max_removed_pct"),
+        (BASE + "schedule: every saturday\n", "schedule"),
+        (BASE + "timezone: Mars/Olympus\n", "timezone"),
+        (BASE + "colour: blue\n", "colour"),
         (GOOD.format(school_id="tester").replace("roster.csv", "../other/roster.csv"), "s3.key"),
-        (GOOD.format(school_id="tester") + "communities: [{column: EMAIL, group: Oops}]\n",
-         "communities.0.column"),
-        (GOOD.format(school_id="tester") + "graduation: {date_formats: ['%m/%d']}\n", "graduation.date_formats"),
+        (BASE + "communities: [{column: EMAIL, group: Oops}]\n", "communities.0.column"),
+        (BASE + "graduation: {date_formats: ['%m/%d']}\n", "graduation.date_formats"),
         ("school_id: tester\nname: No bucket\n", "s3"),
     ],
 )
@@ -63,7 +69,8 @@ def test_bad_field_is_named_with_the_file(tmp_path, text, field):
 
 def test_school_id_must_match_the_file_name(tmp_path):
     path = write(tmp_path, "other", GOOD.format(school_id="tester"))
-    with pytest.raises(ConfigError, match=r"other\.yaml: school_id: 'tester' must equal the file name 'other'"):
+    expected = r"other\.yaml: school_id: 'tester' must equal the file name 'other'"
+    with pytest.raises(ConfigError, match=expected):
         load_school(path)
 
 
@@ -81,13 +88,13 @@ def test_invalid_yaml_is_named(tmp_path):
 
 def test_values_file_is_read_relative_to_the_yaml(tmp_path):
     (tmp_path / "programs.csv").write_text("value,community\nEcon,Business & Finance\n")
-    text = GOOD.format(school_id="tester") + "communities: [{column: program, group: Career, values_file: programs.csv}]\n"
+    text = BASE + "communities: [{column: program, group: Career, values_file: programs.csv}]"
     school = load_school(write(tmp_path, "tester", text))
     assert school.community_columns["PROGRAM"].values == {"Econ": "Business & Finance"}
 
 
 def test_missing_values_file_is_named(tmp_path):
-    text = GOOD.format(school_id="tester") + "communities: [{column: program, group: Career, values_file: nope.csv}]\n"
+    text = BASE + "communities: [{column: program, group: Career, values_file: nope.csv}]"
     with pytest.raises(ConfigError, match=r"communities\.0\.values_file: file 'nope.csv' does not exist"):
         load_school(write(tmp_path, "tester", text))
 
@@ -95,7 +102,7 @@ def test_missing_values_file_is_named(tmp_path):
 def test_a_broken_config_fails_dag_parsing_loudly(tmp_path, monkeypatch):
     import runpy
 
-    write(tmp_path, "tester", GOOD.format(school_id="tester") + "missing_users: purge\n")
+    write(tmp_path, "tester", BASE + "missing_users: purge\n")
     monkeypatch.setenv("SISBRIDGE_SCHOOLS_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="missing_users"):
         runpy.run_path(str(ROOT / "dags" / "sis_sync.py"))

@@ -13,10 +13,21 @@ from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e
 
-HEADER = ["FIRST_NAME", "LAST_NAME", "EMAIL", "GRADUATION", "STAKEHOLDERS", "PROGRAM", "AFFINITY",
-          "EMAIL_OPT_OUT", "DELETE"]
-FILLERS = [[f"Filler{n}", "Student", f"filler{n:02d}@northwind.edu", "2027", "Undergraduate", "", "", "", ""]
-           for n in range(1, 21)]
+HEADER = [
+    "FIRST_NAME",
+    "LAST_NAME",
+    "EMAIL",
+    "GRADUATION",
+    "STAKEHOLDERS",
+    "PROGRAM",
+    "AFFINITY",
+    "EMAIL_OPT_OUT",
+    "DELETE",
+]
+FILLERS = [
+    [f"Filler{n}", "Student", f"filler{n:02d}@northwind.edu", "2027", "Undergraduate", "", "", "", ""]
+    for n in range(1, 21)
+]
 
 
 def roster(*rows: list[str]) -> bytes:
@@ -26,16 +37,34 @@ def roster(*rows: list[str]) -> bytes:
 
 
 WEEK_1 = roster(
-    ["Ada", "Lovelace", " Ada.Lovelace@Northwind.EDU ", "2026", "Undergraduate", "Econ; Biology", "Women in Tech", "",
-     ""],
+    [
+        "Ada",
+        "Lovelace",
+        " Ada.Lovelace@Northwind.EDU ",
+        "2026",
+        "Undergraduate",
+        "Econ; Biology",
+        "Women in Tech",
+        "",
+        "",
+    ],
     ["Alan", "Turing", "alan@northwind.edu", "09/15/2025", "Graduate", "Finance", "", "yes", ""],
     ["Grace", "Hopper", "grace@northwind.edu", "2024", "Alumni", "", "", "", ""],
     ["Bad", "Address", "not-an-email", "2026", "Undergraduate", "", "", "", ""],
     ["Linus", "Torvalds", "linus@northwind.edu", "2027", "Undergraduate", "Physics", "", "", ""],
 )
 WEEK_2 = roster(
-    ["Ada", "Lovelace-Byron", "ada.lovelace@northwind.edu", "2026", "Undergraduate", "Econ;Biology",
-     "Women in Tech", "", ""],
+    [
+        "Ada",
+        "Lovelace-Byron",
+        "ada.lovelace@northwind.edu",
+        "2026",
+        "Undergraduate",
+        "Econ;Biology",
+        "Women in Tech",
+        "",
+        "",
+    ],
     ["Grace", "Hopper", "grace@northwind.edu", "2024", "Alumni", "", "", "YES", ""],
     ["Linus", "Torvalds", "linus@northwind.edu", "2027", "Undergraduate", "Physics", "", "", "true"],
     ["Katherine", "Johnson", "katherine@northwind.edu", "2029", "Graduate", "Biology", "", "", ""],
@@ -48,8 +77,15 @@ def by_id(users: list[dict]) -> dict[str, dict]:
 
 
 def sis_fields(user: dict) -> tuple:
-    return (user["email"], user["first_name"], user["last_name"], user["user_type"], user["graduation_year"],
-            user["status"], bool(user["email_opt_out"]))
+    return (
+        user["email"],
+        user["first_name"],
+        user["last_name"],
+        user["user_type"],
+        user["graduation_year"],
+        user["status"],
+        bool(user["email_opt_out"]),
+    )
 
 
 def test_week_one_creates_exactly_the_accepted_users(school_env, store_url):
@@ -65,10 +101,24 @@ def test_week_one_creates_exactly_the_accepted_users(school_env, store_url):
     users = by_id(users)
     assert len(users) == 24 and "not-an-email" not in users
     assert sis_fields(users["ada.lovelace@northwind.edu"]) == (
-        "ada.lovelace@northwind.edu", "Ada", "Lovelace", "Undergraduate Students", 2026, "active", False)
+        "ada.lovelace@northwind.edu",
+        "Ada",
+        "Lovelace",
+        "Undergraduate Students",
+        2026,
+        "active",
+        False,
+    )
     # 09/15/2025 is after the 8/31 cutoff: class of 2026. The file's opt-out flag applies to a new user.
     assert sis_fields(users["alan@northwind.edu"]) == (
-        "alan@northwind.edu", "Alan", "Turing", "Graduate Students", 2026, "active", True)
+        "alan@northwind.edu",
+        "Alan",
+        "Turing",
+        "Graduate Students",
+        2026,
+        "active",
+        True,
+    )
     assert sis_fields(users["linus@northwind.edu"])[4] == 2027
     assert [m for m in memberships if not m[0].startswith("filler")] == [
         ("ada.lovelace@northwind.edu", "Affinity", "Women in Tech"),
@@ -93,7 +143,12 @@ def test_week_two_updates_deactivates_deletes_and_opts_out(school_env, store_url
 
     assert run["status"] == "succeeded", run["status_reason"]
     assert (run["creates"], run["updates"], run["deactivations"], run["deletes"], run["opt_outs"]) == (
-        1, 1, 1, 1, 1)
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
     users, memberships = store_rows(store_url, "northwind")
     users = by_id(users)
     assert sis_fields(users["ada.lovelace@northwind.edu"])[2] == "Lovelace-Byron"
@@ -103,7 +158,14 @@ def test_week_two_updates_deactivates_deletes_and_opts_out(school_env, store_url
     assert not any(m[0] == "linus@northwind.edu" for m in memberships)
     assert "nobody@northwind.edu" not in users  # DELETE never creates a user
     assert sis_fields(users["katherine@northwind.edu"]) == (
-        "katherine@northwind.edu", "Katherine", "Johnson", "Graduate Students", 2029, "active", False)
+        "katherine@northwind.edu",
+        "Katherine",
+        "Johnson",
+        "Graduate Students",
+        2029,
+        "active",
+        False,
+    )
     untouched = [k for k in before if k.startswith("filler")]
     assert all(users[k] == before[k] for k in untouched)
 
