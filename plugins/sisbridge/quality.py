@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sisbridge import audit
 from sisbridge.audit import Finding
-from sisbridge.config import S3Location, SchoolConfig, safe_component
+from sisbridge.config import S3Location, SchoolConfig, normalize_header, safe_component
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SUITES = ("file_structure", "required_values", "uniqueness")
@@ -93,6 +93,20 @@ def _raw_column(canonical: str) -> str:
     return _RAW_COLUMNS.get(canonical, canonical.lower())
 
 
+def _header_labels(con) -> dict[str, str]:
+    """How a message names a column: the school's own header, with the standard name when aliased."""
+    rows = con.execute(
+        "select source_name, canonical_name from raw.file_columns order by position"
+    ).fetchall()
+    labels = {}
+    for source, canonical in rows:
+        source = source.replace("\ufeff", "").strip()
+        labels.setdefault(
+            canonical, canonical if normalize_header(source) == canonical else f"{source} ({canonical})"
+        )
+    return labels
+
+
 def _file_frame(con, school: SchoolConfig):
     """One row per loaded data record; the columns are the file's standard columns, by canonical name."""
     rows = con.execute(
@@ -117,8 +131,9 @@ def _roster_frame(con, school: SchoolConfig):
             lower(nullif(trim(email), '')) as email_key,
             nullif(trim(user_id), '') as user_id_key,
             lower(nullif(trim(user_login), '')) as user_login_key,
+            first_name as first_name_raw,
+            last_name as last_name_raw,
             email as email_raw,
-            {identifier} as identifier_raw,
             user_id as user_id_raw,
             user_login as user_login_raw
         from raw.roster
@@ -206,7 +221,7 @@ def _failed_lines(result) -> list[int]:
     return sorted({int(entry["line_number"]) for entry in result.result.get("unexpected_index_list", [])})
 
 
-def _structure_findings(results, file_frame, school: SchoolConfig) -> list[Finding]:
+def _structure_findings(results, file_frame, school: SchoolConfig, rows_in_file: int) -> list[Finding]:
     findings = []
     for result in results:
         if result.success:
@@ -226,11 +241,14 @@ def _structure_findings(results, file_frame, school: SchoolConfig) -> list[Findi
                         )
                     )
         else:
-            findings.append(Finding(rule=rule, message="the file has a header but no data record"))
+            message = "the file has a header but no data record"
+            if rows_in_file:
+                message = f"none of the file's {rows_in_file} data records could be read"
+            findings.append(Finding(rule=rule, message=message))
     return findings
 
 
-def _row_findings(results, frame, problems: dict, school: SchoolConfig) -> list[Finding]:
+def _row_findings(results, frame, problems: dict, school: SchoolConfig, labels: dict) -> list[Finding]:
     rows = frame.set_index("line_number")
     findings = []
     for result in results:
@@ -240,29 +258,24 @@ def _row_findings(results, frame, problems: dict, school: SchoolConfig) -> list[
         column = _ROW_RULE_COLUMNS.get(rule, school.identifier_column)
         for line in _failed_lines(result):
             row = rows.loc[line]
-            identifier = row["identifier"] if isinstance(row["identifier"], str) else None
-            raw_value = row["identifier_raw"] if column == school.identifier_column else row["email_raw"]
             if rule == "email_invalid":
-                message = f"EMAIL {row['email']!r} is not valid: {problems[row['email']]}"
-            elif rule == "email_blank":
-                message = "EMAIL is blank"
+                message = f"{labels['EMAIL']} {row['email']!r} is not valid: {problems[row['email']]}"
             else:
-                message = f"{column} is blank"
-                raw_value = None if column != school.identifier_column else raw_value
+                message = f"{labels[column]} is blank"
             findings.append(
                 Finding(
                     rule=rule,
                     message=message,
                     line_number=line,
-                    identifier=identifier,
+                    identifier=_text(row["identifier"]),
                     column_name=column,
-                    value=raw_value if isinstance(raw_value, str) else None,
+                    value=_text(row[f"{column.lower()}_raw"]),
                 )
             )
     return findings
 
 
-def _duplicate_findings(results, frame, school: SchoolConfig) -> list[Finding]:
+def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> list[Finding]:
     rows = frame.set_index("line_number")
     findings = []
     for result in results:
@@ -281,7 +294,7 @@ def _duplicate_findings(results, frame, school: SchoolConfig) -> list[Finding]:
                 findings.append(
                     Finding(
                         rule="duplicate_in_file",
-                        message=f"{column} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
+                        message=f"{labels[column]} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
                         "each user must have exactly one record",
                         line_number=lines[0],
                         identifier=_text(rows.loc[lines[0]]["identifier"]),
@@ -294,7 +307,7 @@ def _duplicate_findings(results, frame, school: SchoolConfig) -> list[Finding]:
                 findings.append(
                     Finding(
                         rule="duplicate_row",
-                        message=f"{column} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
+                        message=f"{labels[column]} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
                         "every line of the group is ignored",
                         line_number=line,
                         identifier=_text(rows.loc[line]["identifier"]),
@@ -327,8 +340,10 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     parameters = {"required_columns": list(school.required_columns)}
 
     file_frame = _file_frame(con, school)
+    rows_in_file = _rows_in_file(con, len(file_frame))
+    labels = _header_labels(con)
     structure = _run_suites(context, "file", file_frame, [load_suite("file_structure")], parameters, run_id)
-    file_errors = _structure_findings(structure["file_structure"], file_frame, school)
+    file_errors = _structure_findings(structure["file_structure"], file_frame, school, rows_in_file)
     row_findings: list[Finding] = []
     has_columns = not any(f.rule == "missing_required_column" for f in file_errors)
     if has_columns and len(file_frame):
@@ -340,8 +355,8 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
                 e for e in required["expectations"] if e["meta"]["rule"] != "identifier_blank"
             ]
         results = _run_suites(context, "roster", frame, [required, load_suite("uniqueness")], {}, run_id)
-        row_findings = _row_findings(results["required_values"], frame, problems, school)
-        duplicates = _duplicate_findings(results["uniqueness"], frame, school)
+        row_findings = _row_findings(results["required_values"], frame, problems, school, labels)
+        duplicates = _duplicate_findings(results["uniqueness"], frame, school, labels)
         if school.duplicates == "reject_file":
             file_errors.extend(duplicates)
         else:
@@ -355,7 +370,6 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     warned_lines |= {line for _, line, severity, _ in earlier if severity == "warning" and line}
     warned_lines -= rejected_lines | {1}
 
-    rows_in_file = _rows_in_file(con, len(file_frame))
     limit = school.thresholds.max_rejected_pct
     if rows_in_file and len(rejected_lines) * 100 > limit * rows_in_file:
         share = 100 * len(rejected_lines) / rows_in_file

@@ -115,7 +115,7 @@ def test_blank_identifier_rejects_the_row(con, globex, build_raw):
     assert result.row_findings == (
         Finding(
             rule="identifier_blank",
-            message="USER_ID is blank",
+            message="Student Number (USER_ID) is blank",
             line_number=4,
             column_name="USER_ID",
             value=" ",
@@ -190,7 +190,8 @@ def test_user_ids_compare_case_sensitively_and_logins_ignore_case(con, globex, b
             "duplicate_in_file",
             "USER_ID",
             2,
-            "USER_ID 'S1' is on lines 2, 4 (compared trimmed); each user must have exactly one record",
+            "Student Number (USER_ID) 'S1' is on lines 2, 4 (compared trimmed); "
+            "each user must have exactly one record",
         ),
         (
             "duplicate_in_file",
