@@ -684,6 +684,9 @@ def push(con, engine: sa.Engine, school: SchoolConfig, run_id: str, *, batch_siz
     if done:
         # A retry must cut the change set exactly as the first attempt did.
         batch_size = next(iter(done.values()))
+    else:
+        # No batch committed: before images of an earlier attempt were never applied.
+        con.execute("delete from audit.applied_before where run_id = ?", [run_id])
     con.execute(
         """
         create or replace temp table _push_ids as

@@ -1,0 +1,271 @@
+"""A push that dies part-way, a store that goes away, a broken store, and two schools at once."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+from userstore.userstore_helpers import (
+    customize,
+    expected_row,
+    person,
+    school,
+    stage_run,
+    store_memberships,
+    store_users,
+)
+
+from sisbridge import audit, userstore
+from sisbridge.userstore import (
+    PermanentStoreError,
+    PushResult,
+    TransientStoreError,
+    push,
+    rollback,
+    store_engine,
+)
+
+ACME = school()
+BATCH = 2
+
+
+def _emails(*names: str) -> list[str]:
+    return [f"{name}@acme.edu" for name in names]
+
+
+def _scenario(warehouse, engine) -> tuple[list[dict], dict, list[tuple], list[tuple]]:
+    """Run 1 applied; run 2 staged: 8 changed users (4 batches of 2) of every change type."""
+    a, b, c, d, e, f, g, h = _emails(*"abcdefgh")
+    stage_run(
+        warehouse,
+        [person(a), person(b), person(c), person(d), person(e, status="inactive", flag=None), person(f)],
+        {a: [("Affinity", "Chess")], c: [("Affinity", "Go")]},
+    )
+    push(warehouse, engine, ACME, "run-1")
+    customize(engine, f, opt_out=False)
+    before = (store_users(engine), store_memberships(engine))
+    target = [
+        person(a, last_name="Lovelace"),  # update
+        person(b, status="inactive", flag=None),  # deactivate
+        # c is deleted
+        person(d, flag=True),  # opt-out
+        person(e),  # reactivate
+        person(f, flag=True, first_name="Flo"),  # customized: update, no opt-out
+        person(g),  # create
+        person(h, flag=True),  # create, opted out
+    ]
+    memberships = {a: [("Affinity", "Chess"), ("Affinity", "Go")], g: [("Career Communities", "Health")]}
+    stage_run(warehouse, target, memberships)
+    return target, memberships, *before
+
+
+def _expected(target: list[dict]) -> list[tuple]:
+    opted_out = {"d@acme.edu", "h@acme.edu"}
+    rows = [
+        expected_row(p, opt_out=p["external_id"] in opted_out, customized=p["external_id"] == "f@acme.edu")
+        for p in target
+    ]
+    return sorted(rows)
+
+
+EXPECTED_MEMBERSHIPS = [
+    ("a@acme.edu", "Affinity", "Chess"),
+    ("a@acme.edu", "Affinity", "Go"),
+    ("g@acme.edu", "Career Communities", "Health"),
+]
+EXPECTED_RESULT = PushResult(
+    creates=2, updates=2, reactivations=1, deactivations=1, deletes=1, opt_outs=1, batches=4
+)
+
+
+def _audit(warehouse) -> list[tuple]:
+    return warehouse.execute(
+        """
+        select external_id, change_type, field, old_value, new_value
+        from audit.applied_changes where run_id = 'run-2' order by all
+        """
+    ).fetchall()
+
+
+def _kill_after(monkeypatch, batches_done: int) -> None:
+    """Make the batch after `batches_done` die inside its transaction, just before it commits."""
+    original = userstore._record_batch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        if calls["n"] == batches_done:
+            raise RuntimeError("worker killed")
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(userstore, "_record_batch", dying)
+
+
+def test_clean_run_of_the_scenario(warehouse, engine):
+    target, _, _, _ = _scenario(warehouse, engine)
+
+    assert push(warehouse, engine, ACME, "run-2", batch_size=BATCH) == EXPECTED_RESULT
+
+    assert store_users(engine) == _expected(target)
+    assert store_memberships(engine) == EXPECTED_MEMBERSHIPS
+    assert len(_audit(warehouse)) == 9
+
+
+@pytest.mark.parametrize("batches_done", [0, 1, 3])
+def test_a_push_killed_after_k_batches_converges_on_retry(warehouse, engine, monkeypatch, batches_done):
+    target, _, before_users, before_members = _scenario(warehouse, engine)
+    _kill_after(monkeypatch, batches_done)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        push(warehouse, engine, ACME, "run-2", batch_size=BATCH)
+    # Nothing of the run is in the baseline or the audit until the whole push succeeded.
+    assert warehouse.execute(
+        "select count(*) from audit.applied_changes where run_id = 'run-2'"
+    ).fetchone() == (0,)
+    assert warehouse.execute("select distinct applied_run_id from state.applied_users").fetchall() == [
+        ("run-1",)
+    ]
+    monkeypatch.undo()
+
+    # The retry comes with another batch size; once a batch is done it must cut the change set as before.
+    result = push(warehouse, engine, ACME, "run-2", batch_size=50)
+
+    assert result == replace(EXPECTED_RESULT, batches=4 if batches_done else 1)
+    assert store_users(engine) == _expected(target)
+    assert store_memberships(engine) == EXPECTED_MEMBERSHIPS
+    audit_rows = _audit(warehouse)
+    assert len(audit_rows) == 9 and len(set(audit_rows)) == 9
+    assert warehouse.execute(
+        "select count(*), count(distinct external_id) from audit.applied_before where run_id = 'run-2'"
+    ).fetchone() == (8, 8)
+    # The before images survived the retry: a rollback restores run 1's store exactly.
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == (before_users, before_members)
+
+
+def _terminate_other_backends(url: str) -> None:
+    admin = sa.create_engine(url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            """
+            select pg_terminate_backend(pid) from pg_stat_activity
+            where datname = current_database() and pid <> pg_backend_pid()
+            """
+        )
+    admin.dispose()
+
+
+def test_store_connection_killed_mid_batch_is_transient_and_retry_is_exact(warehouse, pg_url, monkeypatch):
+    engine = store_engine(pg_url)
+    target, _, _, _ = _scenario(warehouse, engine)
+    original = userstore._save_before
+    calls = {"n": 0}
+
+    def kill_connection_during_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            _terminate_other_backends(pg_url)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(userstore, "_save_before", kill_connection_during_second_batch)
+
+    with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 4"):
+        push(warehouse, engine, ACME, "run-2", batch_size=BATCH)
+    monkeypatch.undo()
+
+    assert push(warehouse, engine, ACME, "run-2", batch_size=BATCH) == EXPECTED_RESULT
+    assert store_users(engine) == _expected(target)
+    assert store_memberships(engine) == EXPECTED_MEMBERSHIPS
+    assert len(_audit(warehouse)) == 9
+    engine.dispose()
+
+
+def test_store_server_down_is_transient(warehouse, pg_server, pg_url):
+    engine = store_engine(pg_url)
+    stage_run(warehouse, [person("a@acme.edu")])
+    pg_server.stop()
+    try:
+        with pytest.raises(
+            TransientStoreError, match="user store unavailable while creating the store tables"
+        ):
+            push(warehouse, engine, ACME, "run-1")
+    finally:
+        pg_server.start()
+
+    assert push(warehouse, engine, ACME, "run-1").creates == 1
+    assert store_users(engine) == [expected_row(person("a@acme.edu"))]
+    engine.dispose()
+
+
+def test_an_incompatible_store_is_a_permanent_error(warehouse, tmp_path):
+    engine = store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "create table users (school_id text, external_id text, primary key (school_id, external_id))"
+        )
+    stage_run(warehouse, [person("a@acme.edu")])
+
+    with pytest.raises(
+        PermanentStoreError, match="user store rejected applying batch 1 of 1 of run run-1: .*email"
+    ):
+        push(warehouse, engine, ACME, "run-1")
+
+
+def test_a_missing_change_set_is_a_permanent_error(warehouse, engine):
+    with pytest.raises(PermanentStoreError, match="the warehouse has no marts.user_changes"):
+        push(warehouse, engine, ACME, "run-1")
+
+
+def test_unknown_store_uri_is_refused():
+    with pytest.raises(PermanentStoreError, match="scheme 'mysql' is not supported"):
+        store_engine("mysql://u@h/db")
+
+
+def test_two_schools_pushed_at_the_same_time_do_not_interfere(pg_url, tmp_path):
+    engine = store_engine(pg_url)
+    userstore.ensure_schema(engine)
+    schools = [school("acme", identifier="user_id"), school("globex", identifier="user_id")]
+    # Both schools use the same student numbers: only school_id tells their rows apart.
+    people = {
+        s.school_id: [
+            person(f"{n:04d}", email=f"s{n}@{s.school_id}.edu", last_name=s.school_id) for n in range(24)
+        ]
+        for s in schools
+    }
+    warehouses = {}
+    for s in schools:
+        con = duckdb.connect(str(tmp_path / f"{s.school_id}.duckdb"))
+        audit.ensure_schema(con)
+        stage_run(
+            con,
+            people[s.school_id],
+            {p["external_id"]: [("Affinity", s.school_id)] for p in people[s.school_id]},
+        )
+        warehouses[s.school_id] = con
+    barrier = threading.Barrier(len(schools))
+    results, errors = {}, []
+
+    def run(s):
+        try:
+            barrier.wait()
+            results[s.school_id] = push(warehouses[s.school_id], engine, s, "run-1", batch_size=5)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in schools]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for s in schools:
+        assert results[s.school_id] == PushResult(24, 0, 0, 0, 0, 0, 5)
+        assert store_users(engine, s.school_id) == [expected_row(p) for p in people[s.school_id]]
+        assert store_memberships(engine, s.school_id) == [
+            (p["external_id"], "Affinity", s.school_id) for p in people[s.school_id]
+        ]
+        warehouses[s.school_id].close()
+    engine.dispose()

@@ -1,0 +1,143 @@
+"""Rollback restores the store and the baseline exactly as they were before the run."""
+
+from __future__ import annotations
+
+import pytest
+from userstore.userstore_helpers import (
+    customize,
+    person,
+    school,
+    stage_run,
+    store_memberships,
+    store_timestamps,
+    store_users,
+)
+
+from sisbridge.audit import get_run, upsert_run, utcnow
+from sisbridge.userstore import RollbackRefused, push, rollback
+
+ACME = school()
+ADA, BOB, CY = "ada@acme.edu", "bob@acme.edu", "cy@acme.edu"
+
+BASE_USERS = [person(ADA), person(BOB), person(CY, status="inactive", flag=None)]
+BASE_MEMBERSHIPS = {
+    ADA: [("Affinity", "Chess")],
+    BOB: [("Affinity", "Go"), ("Career Communities", "Science")],
+}
+
+# One run per kind of change, each against the same run-1 baseline.
+RUNS = {
+    "create": (
+        [*BASE_USERS, person("dee@acme.edu")],
+        {**BASE_MEMBERSHIPS, "dee@acme.edu": [("Affinity", "Go")]},
+    ),
+    "update": (
+        [person(ADA, last_name="Lovelace", email="ada.l@acme.edu"), *BASE_USERS[1:]],
+        {**BASE_MEMBERSHIPS, ADA: [("Affinity", "Go")]},
+    ),
+    "deactivate": (
+        [BASE_USERS[0], person(BOB, status="inactive", flag=None), BASE_USERS[2]],
+        BASE_MEMBERSHIPS,
+    ),
+    "reactivate": ([*BASE_USERS[:2], person(CY)], BASE_MEMBERSHIPS),
+    "delete": ([BASE_USERS[0], BASE_USERS[2]], {ADA: BASE_MEMBERSHIPS[ADA]}),
+    "opt_out": ([person(ADA, flag=True), *BASE_USERS[1:]], BASE_MEMBERSHIPS),
+}
+
+
+def _run(warehouse, engine, run_id: str, users, memberships):
+    upsert_run(warehouse, run_id, school_id="acme", started_at=utcnow())
+    stage_run(warehouse, users, memberships)
+    push(warehouse, engine, ACME, run_id)
+    upsert_run(warehouse, run_id, status="succeeded", finished_at=utcnow())
+
+
+def _baseline(warehouse) -> tuple[list, list]:
+    return (
+        warehouse.execute("select * from state.applied_users order by external_id").fetchall(),
+        warehouse.execute("select * from state.applied_memberships order by all").fetchall(),
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_rollback_restores_the_store_and_baseline(warehouse, engine, kind):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    # The platform's own flag on a user must come back too, even if the run deleted that user.
+    customize(engine, BOB, opt_out=True)
+    store_before = (store_users(engine), store_memberships(engine))
+    created_before = {ext: stamps[0] for ext, stamps in store_timestamps(engine).items()}
+    baseline_before = _baseline(warehouse)
+    _run(warehouse, engine, "run-2", *RUNS[kind])
+    assert (store_users(engine), store_memberships(engine)) != store_before
+
+    summary = rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+
+    assert (store_users(engine), store_memberships(engine)) == store_before
+    assert {ext: stamps[0] for ext, stamps in store_timestamps(engine).items()} == created_before
+    assert _baseline(warehouse) == baseline_before
+    assert get_run(warehouse, "run-2")["status"] == "rolled_back"
+    rollback_run = get_run(warehouse, "rollback-1")
+    assert (rollback_run["school_id"], rollback_run["status"]) == ("acme", "succeeded")
+    assert rollback_run["status_reason"] == "rollback of run run-2"
+    assert summary["run_id"] == "run-2" and summary["rollback_run_id"] == "rollback-1"
+
+
+def test_rollback_counts(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    _run(
+        warehouse,
+        engine,
+        "run-2",
+        [person(ADA, last_name="X"), person("dee@acme.edu"), BASE_USERS[2]],
+        {ADA: BASE_MEMBERSHIPS[ADA]},
+    )
+
+    assert rollback(warehouse, engine, ACME, "run-2", "rollback-1") == {
+        "run_id": "run-2",
+        "rollback_run_id": "rollback-1",
+        "restored": 1,
+        "recreated": 1,
+        "removed": 1,
+    }
+
+
+def test_rollback_is_refused_when_a_later_run_was_applied(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    _run(warehouse, engine, "run-2", *RUNS["update"])
+    after_run_2 = (store_users(engine), store_memberships(engine))
+
+    with pytest.raises(
+        RollbackRefused,
+        match="cannot roll back run run-1 of acme: later run\\(s\\) run-2 were applied after it; "
+        "roll those back first",
+    ):
+        rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == after_run_2
+    assert get_run(warehouse, "run-1")["status"] == "succeeded"
+
+    # Rolled back newest first, both runs can go.
+    rollback(warehouse, engine, ACME, "run-2", "rollback-2")
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == ([], [])
+    assert _baseline(warehouse) == ([], [])
+
+
+def test_rollback_twice_or_of_an_unpushed_run_is_refused(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+
+    with pytest.raises(RollbackRefused, match="run run-1 of acme is already rolled back"):
+        rollback(warehouse, engine, ACME, "run-1", "rollback-2")
+    with pytest.raises(RollbackRefused, match="run run-9 of acme was never pushed to the store"):
+        rollback(warehouse, engine, ACME, "run-9", "rollback-3")
+
+
+def test_rollback_never_changes_preferences_the_user_customized_since(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    _run(warehouse, engine, "run-2", *RUNS["opt_out"])
+    customize(engine, ADA, opt_out=True)  # the user confirmed the opt-out on the platform
+
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+
+    ada = store_users(engine)[0]
+    assert (ada[0], ada[-2], ada[-1]) == (ADA, True, True)
