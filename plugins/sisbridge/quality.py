@@ -82,7 +82,7 @@ def default_school_config() -> SchoolConfig:
     """A permissive config for `sisbridge check` without --school: identifier email, no communities."""
     return SchoolConfig(
         school_id="check",
-        name="(no school given)",
+        name="default checks, no --school given",
         s3=S3Location(bucket="sisbridge-check", key="roster.csv", aws_conn_id="sisbridge_check"),
         identifier="email",
         duplicates="reject_file",
@@ -413,65 +413,70 @@ def check_file(path: Path, school: SchoolConfig, out_dir: Path | None) -> int:
 
     path = Path(path)
     run_id = "check"
+    meta = {"file_key": path.name, "file_sha256": _sha256(path), "file_bytes": path.stat().st_size}
     with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp:
         con = duckdb.connect(str(Path(tmp) / "check.duckdb"))
         try:
             audit.ensure_schema(con)
-            audit.upsert_run(con, run_id, school_id=school.school_id, file_key=path.name)
-            loaded = loading.load_file(path, school, con, file_name=path.name, run_id=run_id)
+            audit.upsert_run(con, run_id, school_id=school.school_id, started_at=audit.utcnow(), **meta)
+            loaded = loading.load_file(path, school, con, file_name=path.name, run_id=run_id, file_meta=meta)
             audit.record_findings(con, run_id, "load", loaded.findings)
             audit.upsert_run(
                 con,
                 run_id,
                 file_encoding=loaded.encoding,
                 rows_in_file=loaded.rows_in_file,
-                header_columns=list(loaded.header) if loaded.header else None,
+                header_columns=list(loaded.header),
             )
-            result = None
-            if not loaded.rejected:
+            if loaded.rejected:
+                result = None
+                file_errors = [f for f in loaded.findings if f.severity == "error"]
+            else:
                 result = validate(con, school, run_id, report_dir=out_dir)
-            accepted = result is not None and result.accepted
-            findings = audit.findings_of_run(con, run_id)
-            rejected = result.rows_rejected if result else 0
+                file_errors = list(result.file_errors)
+            accepted = not file_errors
+            rows_accepted = loaded.rows_in_file - result.rows_rejected if accepted else 0
+            reason = "; ".join(f.message for f in file_errors) or "accepted; sisbridge check pushes nothing"
             audit.upsert_run(
                 con,
                 run_id,
                 status="dry_run" if accepted else "rejected",
-                status_reason=_check_reason(accepted, findings),
-                rows_accepted=(loaded.rows_in_file or 0) - rejected if accepted else 0,
+                status_reason=reason,
+                rows_accepted=rows_accepted,
+                finished_at=audit.utcnow(),
             )
+            findings = audit.findings_of_run(con, run_id)
             if out_dir is not None:
                 reports.write_reports(con, school, run_id, Path(out_dir))
         finally:
             con.close()
-    print(_check_summary(path, school, loaded, result, accepted, findings, out_dir))
+    print(_check_summary(path, school, loaded, result, rows_accepted, findings, out_dir))
     return 0 if accepted else 1
 
 
-def _check_reason(accepted: bool, findings: list[Finding]) -> str:
-    if accepted:
-        return "sisbridge check: the file is accepted; nothing was pushed"
-    rules = sorted({f.rule for f in findings if f.severity == "error" and not _row_level(f)})
-    return "the file is rejected: " + (", ".join(rules) or "it could not be read")
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _row_level(finding: Finding) -> bool:
-    return _is_row_error(finding.line_number, finding.severity, finding.rule)
-
-
-def _check_summary(path, school, loaded, result, accepted, findings, out_dir) -> str:
+def _check_summary(path, school, loaded, result, rows_accepted, findings, out_dir) -> str:
     from sisbridge.reports import log_summary
 
-    verdict = "ACCEPTED" if accepted else "REJECTED"
-    lines = [f"{path.name}: {verdict} (school {school.school_id}, identifier {school.identifier})"]
-    rejected = result.rows_rejected if result else 0
-    warned = result.rows_warned if result else 0
-    lines.append(
-        f"encoding {loaded.encoding or 'unknown'}; {loaded.rows_in_file or 0} data records: "
-        f"{rejected} rejected, {warned} with warnings"
-    )
-    if findings:
-        lines.append(log_summary(findings))
+    verdict = "REJECTED" if result is None or not result.accepted else "ACCEPTED"
+    lines = [
+        f"{path.name}: {verdict}",
+        f"school: {school.school_id} ({school.name}); identifier {school.identifier}, "
+        f"duplicates {school.duplicates}, max_rejected_pct {school.thresholds.max_rejected_pct:g}",
+        f"encoding {loaded.encoding or 'unknown'}; {loaded.rows_in_file} data records: "
+        f"{rows_accepted} accepted, {result.rows_rejected if result else 0} rejected, "
+        f"{result.rows_warned if result else 0} with warnings",
+        log_summary(findings),
+    ]
     if out_dir is not None:
         lines.append(f"report written to {out_dir}")
     return "\n".join(lines)
