@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from sisbridge.audit import Finding, record_findings
@@ -51,7 +51,9 @@ def write_config_tables(con, school: SchoolConfig) -> None:
             "insert into config.community_columns values (?, ?, ?)",
             [(c.column, c.group, c.values is not None) for c in school.communities],
         )
-    values = [(c.column, source, target) for c in school.communities for source, target in (c.values or {}).items()]
+    values = [
+        (c.column, source, target) for c in school.communities for source, target in (c.values or {}).items()
+    ]
     if values:
         con.executemany("insert into config.community_values values (?, ?, ?)", values)
     if school.graduation.date_formats:
@@ -93,7 +95,7 @@ def _release_warehouse() -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def _environment(values: dict[str, str]) -> Generator[None, None, None]:
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

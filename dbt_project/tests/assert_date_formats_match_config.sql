@@ -1,0 +1,37 @@
+-- The graduation date formats reach the models as var('date_formats') (DuckDB's strptime needs
+-- constant formats). Fails for every format that is in only one of the var and config.date_formats.
+with
+
+config_formats as (
+
+    select date_format from {{ ref('stg_config__date_formats') }}
+
+),
+
+var_formats as (
+
+    select unnest([
+        {%- for format in var('date_formats', []) -%}
+            '{{ format | replace("'", "''") }}'{{ ", " if not loop.last }}
+        {%- endfor -%}
+    ]::varchar []) as date_format
+
+),
+
+final as (
+
+    select
+        date_format,
+        'only in config.date_formats' as problem
+    from config_formats
+    where date_format not in (select var_formats.date_format from var_formats)
+    union all
+    select
+        date_format,
+        'only in var(''date_formats'')' as problem
+    from var_formats
+    where date_format not in (select config_formats.date_format from config_formats)
+
+)
+
+select * from final

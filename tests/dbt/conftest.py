@@ -1,0 +1,292 @@
+"""A small school warehouse written as the pipeline writes it, and two weekly runs on it."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from sisbridge import audit
+from sisbridge.audit import utcnow
+from sisbridge.config import SchoolConfig, warehouse_path
+from sisbridge.transform import record_transform_findings, run_build, run_snapshot, write_config_tables
+
+ROSTER_COLUMNS = (
+    "first_name",
+    "last_name",
+    "email",
+    "user_id",
+    "user_login",
+    "graduation",
+    "stakeholders",
+    "email_opt_out",
+    "delete_flag",
+)
+HEADER = {
+    "first_name": "First Name",
+    "last_name": "LAST_NAME",
+    "email": "Email",
+    "graduation": "GRADUATION",
+    "stakeholders": "USER_TYPE",
+    "email_opt_out": "EMAIL_OPT_OUT",
+    "delete_flag": "DELETE",
+}
+
+
+def make_school(**overrides) -> SchoolConfig:
+    settings = {
+        "school_id": "tinyu",
+        "name": "Tiny University",
+        "s3": {"bucket": "uconnect-sis-tinyu", "key": "roster.csv", "aws_conn_id": "sis_s3_tinyu"},
+        "identifier": "email",
+        "missing_users": "deactivate",
+        "user_types": {"Undergraduate": "Undergraduate Students", "Alumni": "Alumni"},
+        "graduation": {"date_formats": ["%m/%d/%Y"]},
+        "communities": [
+            {"column": "PROGRAM", "group": "Career Communities", "values": {"Econ": "Business & Finance"}},
+            {"column": "AFFINITY", "group": "Affinity"},
+        ],
+    }
+    settings.update(overrides)
+    return SchoolConfig.model_validate(settings)
+
+
+@contextmanager
+def open_warehouse(school: SchoolConfig) -> Generator[duckdb.DuckDBPyConnection, None, None]:
+    with audit.warehouse(school.school_id) as con:
+        yield con
+
+
+def load_week(
+    school: SchoolConfig, run_id: str, records: list[dict], errors: dict[int, str] | None = None
+) -> None:
+    """Write raw.* the way sisbridge.loading does (line 1 is the header), config.* and the run's errors.
+
+    Each record is a dict of roster columns plus community columns (PROGRAM, AFFINITY) as file cells.
+    """
+    with open_warehouse(school) as con:
+        con.execute("create schema if not exists raw")
+        con.execute(
+            "create or replace table raw.roster (line_number integer, "
+            + ", ".join(f"{column} varchar" for column in ROSTER_COLUMNS)
+            + ")"
+        )
+        con.execute(
+            "create or replace table raw.roster_communities "
+            "(line_number integer, column_name varchar, raw_value varchar)"
+        )
+        con.execute(
+            "create or replace table raw.file_columns "
+            "(position integer, source_name varchar, canonical_name varchar, kind varchar)"
+        )
+        con.execute(
+            "create or replace table raw.file (run_id varchar, school_id varchar, file_key varchar, "
+            "file_version_id varchar, file_etag varchar, file_sha256 varchar, file_bytes bigint, "
+            "file_encoding varchar, rows_in_file bigint)"
+        )
+        community_columns = [c.column for c in school.communities]
+        for line, record in enumerate(records, start=2):
+            con.execute(
+                f"insert into raw.roster values ({', '.join('?' for _ in range(len(ROSTER_COLUMNS) + 1))})",
+                [line, *(record.get(column, "") for column in ROSTER_COLUMNS)],
+            )
+            for column in community_columns:
+                con.execute(
+                    "insert into raw.roster_communities values (?, ?, ?)",
+                    [line, column, record.get(column, "")],
+                )
+        header = [(HEADER[c], c.upper(), "standard") for c in ROSTER_COLUMNS if c in HEADER]
+        header += [(column.title(), column, "community") for column in community_columns]
+        con.executemany(
+            "insert into raw.file_columns values (?, ?, ?, ?)",
+            [(position, *column) for position, column in enumerate(header, start=1)],
+        )
+        con.execute(
+            "insert into raw.file values (?, ?, 'roster.csv', 'v1', 'etag', 'sha', 100, 'utf-8', ?)",
+            [run_id, school.school_id, len(records)],
+        )
+        write_config_tables(con, school)
+        audit.record_findings(
+            con,
+            run_id,
+            "quality",
+            [
+                audit.Finding(rule=rule, message=f"line {line}: {rule}", line_number=line)
+                for line, rule in (errors or {}).items()
+            ],
+        )
+
+
+def simulate_push(school: SchoolConfig, run_id: str) -> None:
+    """What a successful push leaves behind: the target state becomes the applied baseline."""
+    with open_warehouse(school) as con:
+        con.execute("delete from state.applied_users")
+        con.execute(
+            "insert into state.applied_users "
+            "select *, ? as applied_run_id from intermediate.int_users_target_state",
+            [run_id],
+        )
+        con.execute("delete from state.applied_memberships")
+        con.execute(
+            "insert into state.applied_memberships select * from intermediate.int_memberships_target_state"
+        )
+
+
+def query(school: SchoolConfig, sql: str, params=None) -> list[tuple]:
+    with duckdb.connect(str(warehouse_path(school.school_id)), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+WEEK_1 = [
+    # line 2
+    {
+        "first_name": " Ada ",
+        "last_name": "Lovelace",
+        "email": " ADA@Example.edu ",
+        "graduation": "2025-08-31",
+        "stakeholders": "Undergraduate",
+        "email_opt_out": "no",
+        "PROGRAM": "Econ; Physics",
+        "AFFINITY": "Chess",
+    },
+    # line 3
+    {
+        "first_name": "Alan",
+        "last_name": "Turing",
+        "email": "alan@example.edu",
+        "graduation": "09/01/2025",
+        "stakeholders": "alumni",
+        "AFFINITY": "Running",
+    },
+    # line 4
+    {"first_name": "Grace", "last_name": "Hopper", "email": "grace@example.edu", "graduation": "1934"},
+    # line 5: loading/quality rejected it
+    {"first_name": "Bad", "last_name": "Row", "email": "not-an-email", "graduation": "2030"},
+    # line 6
+    {
+        "first_name": "Edsger",
+        "last_name": "Dijkstra",
+        "email": "edsger@example.edu",
+        "graduation": "soon",
+        "stakeholders": "Faculty",
+    },
+    # line 7
+    {
+        "first_name": "Hedy",
+        "last_name": "Lamarr",
+        "email": "hedy@example.edu",
+        "graduation": "2026",
+        "email_opt_out": "1",
+    },
+]
+
+WEEK_2 = [
+    # line 2: new class year, opts out, joins Rowing
+    {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.edu",
+        "graduation": "2026",
+        "stakeholders": "Undergraduate",
+        "email_opt_out": "YES",
+        "PROGRAM": "Econ",
+        "AFFINITY": "Chess; Rowing",
+    },
+    # line 3: a new email, under an email identifier
+    {
+        "first_name": "Alan",
+        "last_name": "Turing",
+        "email": "aturing@example.edu",
+        "graduation": "09/01/2025",
+        "stakeholders": "Alumni",
+        "AFFINITY": "Running",
+    },
+    # line 4: asks to be deleted
+    {"first_name": "Grace", "last_name": "Hopper", "email": "grace@example.edu", "delete_flag": "true"},
+    # line 5: 'no' never opts back in
+    {
+        "first_name": "Hedy",
+        "last_name": "Lamarr",
+        "email": "hedy@example.edu",
+        "graduation": "2026",
+        "email_opt_out": "no",
+    },
+    # line 6: inactive in the baseline, back in the file
+    {
+        "first_name": "Barbara",
+        "last_name": "Liskov",
+        "email": "barbara@example.edu",
+        "graduation": "1961",
+        "stakeholders": "Alumni",
+    },
+    # line 7: new
+    {
+        "first_name": "Katherine",
+        "last_name": "Johnson",
+        "email": "katherine@example.edu",
+        "graduation": "2027",
+        "stakeholders": "Undergraduate",
+    },
+    # line 8: DELETE for a user the store never had
+    {"first_name": "No", "last_name": "Body", "email": "nobody@example.edu", "delete_flag": "Yes"},
+]
+
+
+@dataclass
+class TwoWeeks:
+    school: SchoolConfig
+    week_1_changes: list[tuple] = field(default_factory=list)
+    week_1_findings: int = 0
+    snapshot_times: list[datetime] = field(default_factory=list)
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        return query(self.school, sql, params)
+
+
+def _changes(school: SchoolConfig) -> list[tuple]:
+    with open_warehouse(school) as con:
+        return con.execute(
+            "select change_id, external_id, change_type, field, old_value, new_value, line_number "
+            "from marts.user_changes order by change_id"
+        ).fetchall()
+
+
+@pytest.fixture(scope="package")
+def two_weeks(tmp_path_factory) -> TwoWeeks:
+    """Week 1 and week 2 built, each followed by a simulated push and the snapshot; marts hold week 2."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SISBRIDGE_HOME", str(tmp_path_factory.mktemp("sisbridge_home")))
+        school = make_school()
+        result = TwoWeeks(school)
+        with open_warehouse(school) as con:
+            # Barbara left earlier and was deactivated by a previous run.
+            con.execute(
+                "insert into state.applied_users values ('barbara@example.edu', 'barbara@example.edu', "
+                "null, null, 'Barbara', 'Liskov', 'Alumni', 1961, 'inactive', false, 'week-0')"
+            )
+        for run_id, records, errors in (("week-1", WEEK_1, {5: "email_invalid"}), ("week-2", WEEK_2, {})):
+            load_week(school, run_id, records, errors)
+            run_build(school, run_id)
+            with open_warehouse(school) as con:
+                findings = record_transform_findings(con, run_id)
+            if run_id == "week-1":
+                result.week_1_changes = _changes(school)
+                result.week_1_findings = findings
+            simulate_push(school, run_id)
+            run_snapshot(school, run_id)
+            result.snapshot_times.append(utcnow())
+        yield result
+
+
+@pytest.fixture
+def duplicate_emails(tmp_path, monkeypatch) -> SchoolConfig:
+    """A school whose file has two records for one email, loaded with no row rejected."""
+    monkeypatch.setenv("SISBRIDGE_HOME", str(tmp_path))
+    school = make_school(school_id="dupu")
+    record = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.edu"}
+    load_week(school, "run-1", [record, {**record, "email": " ADA@example.edu"}])
+    return school

@@ -1,0 +1,176 @@
+"""The dbt project on a real DuckDB warehouse: two weekly runs of a small school."""
+
+from __future__ import annotations
+
+import pytest
+
+from sisbridge import audit
+from sisbridge.config import SchoolConfig
+from sisbridge.transform import DBT_PROJECT_DIR, TransformError, dbt_vars, run_build
+
+
+def test_week_1_creates_every_accepted_user(two_weeks):
+    # Line 5 was rejected by quality, and Barbara, inactive and absent, is left alone.
+    assert two_weeks.week_1_changes == [
+        (1, "ada@example.edu", "create", None, None, None, 2),
+        (2, "alan@example.edu", "create", None, None, None, 3),
+        (3, "edsger@example.edu", "create", None, None, None, 6),
+        (4, "grace@example.edu", "create", None, None, None, 4),
+        (5, "hedy@example.edu", "create", None, None, None, 7),
+    ]
+
+
+def test_week_1_warnings_recorded_as_transform_findings(two_weeks):
+    rows = two_weeks.query(
+        "select line_number, identifier, severity, rule, message, column_name, value "
+        "from audit.rejected_rows where run_id = 'week-1' and stage = 'transform' "
+        "order by line_number, rule",
+    )
+    assert two_weeks.week_1_findings == 3
+    assert rows == [
+        (
+            2,
+            "ada@example.edu",
+            "warning",
+            "community_unmapped",
+            "Program value 'Physics' is not mapped to a Career Communities community; the value was "
+            "dropped and the row kept. Send a mapped value, or ask uConnect to map this one.",
+            "PROGRAM",
+            "Physics",
+        ),
+        (
+            6,
+            "edsger@example.edu",
+            "warning",
+            "graduation_unparseable",
+            "GRADUATION value 'soon' is neither a year (YYYY) nor a date in an accepted format; the "
+            "graduation year was left empty. Send the class year, e.g. 2027, or a full date.",
+            "GRADUATION",
+            "soon",
+        ),
+        (
+            6,
+            "edsger@example.edu",
+            "warning",
+            "user_type_unmapped",
+            "USER_TYPE value 'Faculty' is not a known user type; the user type was left empty. "
+            "Send one of: Alumni, Undergraduate.",
+            "STAKEHOLDERS",
+            "Faculty",
+        ),
+    ]
+
+
+def test_week_2_change_set(two_weeks):
+    assert two_weeks.query(
+        "select change_id, external_id, change_type, field, old_value, new_value, line_number "
+        "from marts.user_changes order by change_id",
+    ) == [
+        (1, "aturing@example.edu", "create", None, None, None, 3),
+        (2, "katherine@example.edu", "create", None, None, None, 7),
+        (3, "barbara@example.edu", "reactivate", None, None, None, 6),
+        (4, "ada@example.edu", "update", "communities:Affinity", "Chess", "Chess; Rowing", 2),
+        (5, "ada@example.edu", "update", "graduation_year", "2025", "2026", 2),
+        (6, "ada@example.edu", "opt_out", "email_opt_out", "false", "true", 2),
+        (7, "alan@example.edu", "deactivate", None, None, None, None),
+        (8, "edsger@example.edu", "deactivate", None, None, None, None),
+        (9, "grace@example.edu", "delete", None, None, None, 4),
+    ]
+
+
+def test_week_2_marts(two_weeks):
+    assert two_weeks.query(
+        "select external_id, user_type, graduation_year, is_email_opt_out, "
+        "is_delete_requested, line_number from marts.users order by line_number"
+    ) == [
+        ("ada@example.edu", "Undergraduate Students", 2026, True, False, 2),
+        ("aturing@example.edu", "Alumni", 2026, False, False, 3),
+        ("grace@example.edu", None, None, False, True, 4),
+        ("hedy@example.edu", None, 2026, False, False, 5),
+        ("barbara@example.edu", "Alumni", 1961, False, False, 6),
+        ("katherine@example.edu", "Undergraduate Students", 2027, False, False, 7),
+        ("nobody@example.edu", None, None, False, True, 8),
+    ]
+    assert two_weeks.query("select * from marts.graduation_years order by graduation_year") == [
+        (1961, 1),
+        (2026, 3),
+        (2027, 1),
+    ]
+    assert two_weeks.query("select * from marts.community_memberships order by all") == [
+        ("ada@example.edu", "Affinity", "Chess"),
+        ("ada@example.edu", "Affinity", "Rowing"),
+        ("ada@example.edu", "Career Communities", "Business & Finance"),
+        ("aturing@example.edu", "Affinity", "Running"),
+    ]
+
+
+def test_week_2_target_state(two_weeks):
+    # Hedy's 'no' does not opt her back in; the deactivated Alan keeps his communities.
+    assert two_weeks.query(
+        "select external_id, status, email_opt_out from intermediate.int_users_target_state order by all",
+    ) == [
+        ("ada@example.edu", "active", True),
+        ("alan@example.edu", "inactive", False),
+        ("aturing@example.edu", "active", False),
+        ("barbara@example.edu", "active", False),
+        ("edsger@example.edu", "inactive", False),
+        ("hedy@example.edu", "active", True),
+        ("katherine@example.edu", "active", False),
+    ]
+    assert two_weeks.query("select * from intermediate.int_memberships_target_state order by all") == [
+        ("ada@example.edu", "Affinity", "Chess"),
+        ("ada@example.edu", "Affinity", "Rowing"),
+        ("ada@example.edu", "Career Communities", "Business & Finance"),
+        ("alan@example.edu", "Affinity", "Running"),
+        ("aturing@example.edu", "Affinity", "Running"),
+    ]
+
+
+def test_snapshot_versions_only_changed_users(two_weeks):
+    rows = two_weeks.query(
+        "select external_id, applied_run_id, status, dbt_is_deleted, dbt_valid_to is null "
+        "from snapshots.users_snapshot order by external_id, dbt_valid_from",
+    )
+    assert rows == [
+        ("ada@example.edu", "week-1", "active", "False", False),
+        ("ada@example.edu", "week-2", "active", "False", True),
+        ("alan@example.edu", "week-1", "active", "False", False),
+        ("alan@example.edu", "week-2", "inactive", "False", True),
+        ("aturing@example.edu", "week-2", "active", "False", True),
+        ("barbara@example.edu", "week-1", "inactive", "False", False),
+        ("barbara@example.edu", "week-2", "active", "False", True),
+        ("edsger@example.edu", "week-1", "active", "False", False),
+        ("edsger@example.edu", "week-2", "inactive", "False", True),
+        ("grace@example.edu", "week-1", "active", "False", False),
+        ("grace@example.edu", "week-1", "active", "True", True),
+        ("hedy@example.edu", "week-1", "active", "False", True),
+        ("katherine@example.edu", "week-2", "active", "False", True),
+    ]
+
+
+def test_build_failure_names_the_failing_test(duplicate_emails: SchoolConfig):
+    # Two records with one email would be two users with one identifier: the build must stop.
+    school = duplicate_emails
+    with pytest.raises(TransformError) as failure:
+        run_build(school, "run-1")
+    assert str(failure.value).startswith("dbt build for dupu failed: ")
+    assert "test.sisbridge.unique_int_users_enriched_external_id" in str(failure.value)
+    # The warehouse is released: the caller can open it again at once.
+    with audit.warehouse(school.school_id) as con:
+        assert con.execute("select count(*) from intermediate.int_users_enriched").fetchone() == (2,)
+
+
+def test_vars_carry_run_id_and_date_formats():
+    school = SchoolConfig.model_validate(
+        {
+            "school_id": "tinyu",
+            "name": "Tiny University",
+            "s3": {"bucket": "uconnect-sis-tinyu", "key": "roster.csv", "aws_conn_id": "sis_s3_tinyu"},
+            "graduation": {"date_formats": ["%m/%d/%Y", "%d.%m.%Y"]},
+        }
+    )
+    assert dbt_vars(school, "scheduled__2026-11-28") == {
+        "run_id": "scheduled__2026-11-28",
+        "date_formats": ["%m/%d/%Y", "%d.%m.%Y"],
+    }
+    assert (DBT_PROJECT_DIR / "dbt_project.yml").is_file()
