@@ -7,10 +7,13 @@ GX's SQL datasource fails on DuckDB, so the suites validate narrow pandas frames
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
 
 from sisbridge import audit
 from sisbridge.audit import Finding
@@ -64,8 +67,6 @@ class QualityResult:
 
 def email_problem(value: str) -> str | None:
     """Why `value` is not an acceptable email address (email-validator, no DNS), or None when it is."""
-    from email_validator import EmailNotValidError, validate_email
-
     try:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -275,6 +276,12 @@ def _row_findings(results, frame, problems: dict, school: SchoolConfig, labels: 
     return findings
 
 
+def _lines_text(lines: list[int], shown: int = 10) -> str:
+    """'2, 4, 7', cut short for a large group so that each message stays one readable line."""
+    text = ", ".join(str(line) for line in lines[:shown])
+    return text if len(lines) <= shown else f"{text} and {len(lines) - shown} more"
+
+
 def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> list[Finding]:
     rows = frame.set_index("line_number")
     findings = []
@@ -289,7 +296,7 @@ def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> l
         how = "trimmed" if column == "USER_ID" else "trimmed, ignoring case"
         for lines in sorted(groups.values()):
             raw = rows.loc[lines[0]][f"{key.removesuffix('_key')}_raw"]
-            on_lines = ", ".join(str(line) for line in lines)
+            on_lines = _lines_text(lines)
             if school.duplicates == "reject_file":
                 findings.append(
                     Finding(
@@ -336,6 +343,9 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     With `report_dir`, the GX Data Docs of this validation are written to `report_dir/data_docs/`.
     """
     audit.ensure_schema(con)
+    if report_dir is not None:
+        # A retried task must not leave the first attempt's validation pages in the index.
+        shutil.rmtree(Path(report_dir) / "data_docs", ignore_errors=True)
     context = _gx_context(report_dir)
     parameters = {"required_columns": list(school.required_columns)}
 

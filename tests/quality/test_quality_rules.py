@@ -317,3 +317,27 @@ def test_every_suite_in_expectations_is_valid_gx_json():
         assert suite.name == name
         assert len(suite.expectations) == len(suite_dict["expectations"]) > 0
     assert sorted(p.stem for p in Path(quality.EXPECTATIONS_DIR).glob("*.json")) == sorted(quality.SUITES)
+
+
+def test_a_large_duplicate_group_is_named_with_its_first_ten_lines(con, acme, build_raw):
+    records = [[f"F{i}", f"L{i}", "same@acme.edu"] for i in range(12)]
+    build_raw(con, acme, HEADER, records)
+    result = quality.validate(con, acme, "r1")
+    assert [f.message for f in result.file_errors if f.rule == "duplicate_in_file"] == [
+        "EMAIL 'same@acme.edu' is on lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 2 more "
+        "(compared trimmed, ignoring case); each user must have exactly one record"
+    ]
+
+
+def test_a_retried_validation_keeps_one_page_in_the_data_docs(con, acme, tmp_path, build_raw):
+    build_raw(con, acme, HEADER, [["Ann", "Lee", "ann@acme.edu"]])
+    quality.validate(con, acme, "r1", report_dir=tmp_path / "report")
+    quality.validate(con, acme, "r1", report_dir=tmp_path / "report")
+    pages = list((tmp_path / "report" / "data_docs" / "validations").rglob("*.html"))
+    assert sorted(
+        page.relative_to(tmp_path / "report" / "data_docs" / "validations").parts[0] for page in pages
+    ) == [
+        "file_structure",
+        "required_values",
+        "uniqueness",
+    ]
