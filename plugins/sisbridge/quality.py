@@ -378,7 +378,9 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     rejected_lines |= {line for _, line, severity, rule in earlier if _is_row_error(line, severity, rule)}
     warned_lines = {f.line_number for f in row_findings if f.severity == "warning"}
     warned_lines |= {line for _, line, severity, _ in earlier if severity == "warning" and line}
-    warned_lines -= rejected_lines | {1}
+    # Only data records count: a warning on the header or on a skipped blank line is not a row's.
+    warned_lines &= set(file_frame["line_number"].astype(int))
+    warned_lines -= rejected_lines
 
     limit = school.thresholds.max_rejected_pct
     if rows_in_file and len(rejected_lines) * 100 > limit * rows_in_file:

@@ -341,3 +341,11 @@ def test_a_retried_validation_keeps_one_page_in_the_data_docs(con, acme, tmp_pat
         "required_values",
         "uniqueness",
     ]
+
+
+def test_a_warning_on_a_skipped_blank_line_is_not_a_warned_row(con, acme, build_raw):
+    build_raw(con, acme, HEADER, [["Ann", "Lee", "ann@acme.edu"], ["Bob", "Ray", "bob@acme.edu"]])
+    con.execute("update raw.roster set line_number = 4 where line_number = 3")
+    blank = Finding(rule="blank_line", message="line 3 is empty", severity="warning", line_number=3)
+    audit.record_findings(con, "r1", "load", [blank])
+    assert quality.validate(con, acme, "r1").rows_warned == 0
