@@ -14,7 +14,7 @@ var_formats as (
         {%- for format in var('date_formats', []) -%}
             '{{ format | replace("'", "''") }}'{{ ", " if not loop.last }}
         {%- endfor -%}
-    ]::varchar []) as date_format
+    ]::varchar[]) as date_format
 
 ),
 

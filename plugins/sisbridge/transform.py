@@ -170,8 +170,8 @@ def build_docs(target_dir: Path) -> Path:
     target_dir = Path(target_dir).absolute()
     target_dir.mkdir(parents=True, exist_ok=True)
     env = {
-        # The catalog is left empty, so the profile's database is only a scratch file.
-        "SISBRIDGE_WAREHOUSE_PATH": str(target_dir / "docs.duckdb"),
+        # The catalog is left empty, so no warehouse is needed.
+        "SISBRIDGE_WAREHOUSE_PATH": ":memory:",
         "DBT_TARGET_PATH": str(target_dir),
         "DBT_LOG_PATH": str(target_dir / "logs"),
     }
@@ -191,5 +191,4 @@ def build_docs(target_dir: Path) -> Path:
         _release_warehouse()
     if not result.success:
         raise TransformError(f"dbt docs generate failed: {result.exception}")
-    (target_dir / "docs.duckdb").unlink(missing_ok=True)
     return target_dir / "static_index.html"

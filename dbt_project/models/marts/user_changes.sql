@@ -89,19 +89,54 @@ lifecycle_changes as (
 
 field_changes as (
 
-    select external_id, 'email' as field, old_email as old_value, new_email as new_value from kept
+    select
+        external_id,
+        'email' as field,
+        old_email as old_value,
+        new_email as new_value
+    from kept
     union all
-    select external_id, 'user_id', old_user_id, new_user_id from kept
+    select
+        external_id,
+        'user_id' as field,
+        old_user_id as old_value,
+        new_user_id as new_value
+    from kept
     union all
-    select external_id, 'user_login', old_user_login, new_user_login from kept
+    select
+        external_id,
+        'user_login' as field,
+        old_user_login as old_value,
+        new_user_login as new_value
+    from kept
     union all
-    select external_id, 'first_name', old_first_name, new_first_name from kept
+    select
+        external_id,
+        'first_name' as field,
+        old_first_name as old_value,
+        new_first_name as new_value
+    from kept
     union all
-    select external_id, 'last_name', old_last_name, new_last_name from kept
+    select
+        external_id,
+        'last_name' as field,
+        old_last_name as old_value,
+        new_last_name as new_value
+    from kept
     union all
-    select external_id, 'user_type', old_user_type, new_user_type from kept
+    select
+        external_id,
+        'user_type' as field,
+        old_user_type as old_value,
+        new_user_type as new_value
+    from kept
     union all
-    select external_id, 'graduation_year', old_graduation_year, new_graduation_year from kept
+    select
+        external_id,
+        'graduation_year' as field,
+        old_graduation_year as old_value,
+        new_graduation_year as new_value
+    from kept
 
 ),
 
