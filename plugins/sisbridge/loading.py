@@ -277,6 +277,8 @@ def _check_quotes(data: bytes, arr, quotes, terms, bom: int, name: str) -> None:
 def _parse_record(data: bytes, start: int, end: int) -> list[str]:
     """Split one record (already checked by the pre-pass) into its fields."""
     text = data[start:end].decode("utf-8")
+    if len(text) >= csv.field_size_limit():
+        csv.field_size_limit(len(text) + 1)  # a value is never longer than its record
     return next(csv.reader(io.StringIO(text, newline=""), strict=True), [""])
 
 
