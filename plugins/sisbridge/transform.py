@@ -147,8 +147,8 @@ def run_build(school: SchoolConfig, run_id: str) -> None:
 
 
 def run_snapshot(school: SchoolConfig, run_id: str) -> None:
-    """`dbt snapshot` of the applied baseline, right after a successful push."""
-    _invoke(school, run_id, ["snapshot"])
+    """Snapshot the applied baseline (then test the snapshot), right after a successful push."""
+    _invoke(school, run_id, ["build", "--select", "resource_type:snapshot"])
 
 
 def record_transform_findings(con, run_id: str) -> int:

@@ -24,6 +24,25 @@ school as (
 
 ),
 
+file_columns as (
+
+    select * from {{ ref('stg_sis__file_columns') }}
+
+),
+
+columns_in_file as (
+
+    -- An optional column the file leaves out says nothing about it: existing users keep their value.
+    select
+        coalesce(bool_or(column_name = 'USER_ID'), false) as has_user_id,
+        coalesce(bool_or(column_name = 'USER_LOGIN'), false) as has_user_login,
+        coalesce(bool_or(column_name = 'GRADUATION'), false) as has_graduation,
+        coalesce(bool_or(column_name = 'STAKEHOLDERS'), false) as has_stakeholders
+
+    from file_columns
+
+),
+
 in_file as (
 
     -- Every identifier in the file, rejected rows included: a user whose row was rejected this
@@ -40,17 +59,30 @@ from_file as (
     select
         users.external_id,
         users.email,
-        users.user_id,
-        users.user_login,
+        case
+            when columns_in_file.has_user_id or applied_users.external_id is null then users.user_id
+            else applied_users.user_id
+        end as user_id,
+        case
+            when columns_in_file.has_user_login or applied_users.external_id is null then users.user_login
+            else applied_users.user_login
+        end as user_login,
         users.first_name,
         users.last_name,
-        users.user_type,
-        users.graduation_year,
+        case
+            when columns_in_file.has_stakeholders or applied_users.external_id is null then users.user_type
+            else applied_users.user_type
+        end as user_type,
+        case
+            when columns_in_file.has_graduation or applied_users.external_id is null then users.graduation_year
+            else applied_users.graduation_year
+        end as graduation_year,
         'active' as status,
         -- Opting out is one-way: the file can opt a user out, never back in.
         coalesce(applied_users.is_email_opt_out, false) or users.is_email_opt_out as email_opt_out
 
     from users
+    cross join columns_in_file
     left join applied_users
         on users.external_id = applied_users.external_id
     where not users.is_delete_requested
