@@ -74,7 +74,8 @@ from_file as (
             else applied_users.user_type
         end as user_type,
         case
-            when columns_in_file.has_graduation or applied_users.external_id is null then users.graduation_year
+            when columns_in_file.has_graduation or applied_users.external_id is null
+                then users.graduation_year
             else applied_users.graduation_year
         end as graduation_year,
         'active' as status,
