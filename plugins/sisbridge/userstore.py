@@ -5,7 +5,7 @@ Core. A push applies the change set in batches, one transaction per batch: each 
 and their memberships to the run's target state, so replaying a batch is harmless, and the store
 records which batches are done, so a retried push never captures a second "before" image.
 
-Email preferences (DESIGN.md, "Email preferences") live in `_apply_batch` and nowhere else:
+Email preferences (DESIGN.md, "Email preferences") live in `_OPT_OUT_RULE` and `_INSERT_USERS` only:
 - a new user starts with `email_opt_out` equal to the file's flag;
 - an existing user whose preferences are not customized is opted out when the flag is yes;
 - nothing ever opts a user back in, and a user with customized preferences keeps every preference.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -208,6 +209,8 @@ class RollbackRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class PushResult:
+    """Users changed by a push, per change type (applied changes only), and the batches it took."""
+
     creates: int
     updates: int
     reactivations: int
@@ -314,8 +317,11 @@ def engine_from_connection(conn_id: str = DEFAULT_CONN_ID) -> sa.Engine:
 
 def ensure_schema(engine: sa.Engine) -> None:
     """Create the store tables (users, user_communities, push progress) where they are missing."""
-    with _store_errors("creating the store tables"):
-        metadata.create_all(engine)
+    with _store_errors("creating the store tables"), engine.begin() as conn:
+        if _is_postgres(conn):
+            # Two schools' first pushes may start together; only one may create the tables.
+            conn.exec_driver_sql("select pg_advisory_xact_lock(hashtext('sisbridge.userstore.schema'))")
+        metadata.create_all(conn)
 
 
 def _normalize(value: str | None) -> str | None:
@@ -331,16 +337,20 @@ def _is_postgres(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def _copy_text(value) -> str:
     """One field in PostgreSQL's COPY text format."""
     if value is None:
         return "\\N"
-    if isinstance(value, bool):
+    if value is True or value is False:
         return "t" if value else "f"
     if isinstance(value, datetime):
         return value.strftime(_TIMESTAMP_FORMAT)
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    text = value if isinstance(value, str) else str(value)
+    return _COPY_SPECIAL.sub(lambda match: _COPY_ESCAPES[match.group()], text)
 
 
 def _stage(conn: sa.Connection, table: str, rows: Sequence[tuple]) -> None:
@@ -361,6 +371,8 @@ def _stage(conn: sa.Connection, table: str, rows: Sequence[tuple]) -> None:
             cursor.copy_expert(f"copy {table} from stdin", buffer)
         finally:
             cursor.close()
+        # Temp tables get no statistics on their own; without them the planner guesses badly.
+        conn.exec_driver_sql(f"analyze {table}")
     else:
         conn.exec_driver_sql(f"drop table if exists temp.{table}")
         conn.exec_driver_sql(f"create temp table {table} ({column_ddl})")

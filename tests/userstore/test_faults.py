@@ -224,8 +224,7 @@ def test_unknown_store_uri_is_refused():
 
 
 def test_two_schools_pushed_at_the_same_time_do_not_interfere(pg_url, tmp_path):
-    engine = store_engine(pg_url)
-    userstore.ensure_schema(engine)
+    engine = store_engine(pg_url)  # no tables yet: both first pushes create them at once
     schools = [school("acme", identifier="user_id"), school("globex", identifier="user_id")]
     # Both schools use the same student numbers: only school_id tells their rows apart.
     people = {

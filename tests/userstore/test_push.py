@@ -235,3 +235,17 @@ def test_an_empty_change_set_changes_nothing(warehouse, engine):
 def test_batch_size_must_be_positive(warehouse, engine, batch_size):
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         push(warehouse, engine, ACME, "run-1", batch_size=batch_size)
+
+
+def test_naughty_strings_are_stored_exactly(warehouse, engine, shared_fixtures):
+    """Names from the Big List of Naughty Strings survive staging (COPY escapes, quotes, unicode)."""
+    lines = (shared_fixtures / "naughty-strings" / "blns.txt").read_text(encoding="utf-8").splitlines()
+    # PostgreSQL text cannot hold NUL; a school's file with one is rejected before the push.
+    names = [line for line in lines if line and not line.startswith("#") and "\x00" not in line]
+    names += ["tab\there", "back\\slash\\N", "line\nbreak", "\\N"]
+    people = [person(f"n{number:04d}@acme.edu", last_name=name) for number, name in enumerate(names)]
+    stage_run(warehouse, people)
+
+    push(warehouse, engine, ACME, "run-1", batch_size=200)
+
+    assert store_users(engine) == [expected_row(p) for p in people]
