@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import duckdb
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from sisbridge import loading
@@ -72,4 +72,54 @@ def test_what_csv_writer_writes_loads_back_identically(roster, terminator, bom, 
         assert result.header == tuple(header)
         assert result.rows_loaded == result.rows_in_file == len(rows)
         assert community_records(con, tuple(header)) == list(zip(lines, rows, strict=True))
+        con.close()
+
+
+# A header, then a body of tokens that matter; quotes mostly come as whole quoted values, so that
+# many files are valid, and sometimes alone.
+TOKENS = ["a", "b", " ", ",", ",", "\n", "\r", "\r\n", '"a,b"', '"x\ny"', '"\r"', '""', '"a""b"', '"']
+TEXTS = st.builds(
+    lambda header, eol, body: header + eol + "".join(body),
+    st.sampled_from(["a", "a,b", "a,b,c", '"a,",b']),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.lists(st.sampled_from(TOKENS), max_size=20),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=TEXTS | st.text(alphabet=st.sampled_from('ab ,"\r\n'), max_size=40))
+def test_any_text_is_refused_or_read_like_pythons_strict_csv_reader(text):
+    """Differential check against Python's csv module (strict mode) on small messy texts."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records, python_error = [], False
+    try:
+        line = 0
+        for record in reader:
+            records.append((line + 1, record))
+            line = reader.line_num
+    except csv.Error:
+        python_error = True
+    records = [(line, record) for line, record in records if record]  # blank lines are skipped
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "roster.csv"
+        path.write_bytes(text.encode("utf-8"))
+        header = records[0][1] if records else []
+        communities = sorted({name.strip().upper() for name in header if name.strip()})
+        con = duckdb.connect()
+        result = loading.load_file(path, make_school(communities), con)
+        event("rejected" if result.rejected else "accepted")
+        if python_error:
+            assert result.rejected
+        if result.rejected:
+            return
+        # Accepted: the same header, and the same records at the same lines, ragged ones reported.
+        width = len(header)
+        assert result.header == tuple(header)
+        assert community_records(con, result.header) == [
+            (line, record) for line, record in records[1:] if len(record) == width
+        ]
+        assert [f.line_number for f in result.findings if f.rule == "ragged_row"] == [
+            line for line, record in records[1:] if len(record) != width
+        ]
         con.close()
