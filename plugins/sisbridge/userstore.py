@@ -869,8 +869,14 @@ on conflict (school_id, external_id) do nothing
 """
 
 
-def rollback(con, engine: sa.Engine, school: SchoolConfig, run_id: str, rollback_run_id: str) -> dict:
-    """Restore the store and the baseline to their state before `run_id`; refuse if a later run applied."""
+def rollback(
+    con, engine: sa.Engine, school: SchoolConfig, run_id: str, rollback_run_id: str | None = None
+) -> dict:
+    """Restore the store and the baseline to their state before `run_id`; refuse if a later run applied.
+
+    The rollback gets its own `audit.sync_runs` row (default id `rollback__<run_id>`).
+    """
+    rollback_run_id = rollback_run_id or f"rollback__{run_id}"
     _ensure_warehouse_tables(con)
     _refuse_unless_rollable(con, school, run_id)
     started_at = utcnow()

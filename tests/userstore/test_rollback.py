@@ -92,13 +92,14 @@ def test_rollback_counts(warehouse, engine):
         {ADA: BASE_MEMBERSHIPS[ADA]},
     )
 
-    assert rollback(warehouse, engine, ACME, "run-2", "rollback-1") == {
+    assert rollback(warehouse, engine, ACME, "run-2") == {
         "run_id": "run-2",
-        "rollback_run_id": "rollback-1",
+        "rollback_run_id": "rollback__run-2",
         "restored": 1,
         "recreated": 1,
         "removed": 1,
     }
+    assert get_run(warehouse, "rollback__run-2")["status"] == "succeeded"
 
 
 def test_rollback_is_refused_when_a_later_run_was_applied(warehouse, engine):
