@@ -7,26 +7,32 @@ touches S3, DuckDB, the store, dbt or GX at import time.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.exceptions import AirflowFailException, AirflowSkipException
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
+from cosmos.constants import (
+    PRODUCER_WATCHER_TASK_ID,
+    ExecutionMode,
+    InvocationMode,
+    LoadMode,
+    TestBehavior,
+)
 
-from sisbridge import landing, pipeline
-from sisbridge.config import load_schools, warehouse_path
+from sisbridge import landing, pipeline, transform
+from sisbridge.config import load_schools
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHOOLS_DIR = Path(os.environ.get("SISBRIDGE_SCHOOLS_DIR", REPO_ROOT / "config" / "schools"))
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
+# Written by `dbt parse` (make install, sisbridge sync): parsing the DAGs never runs dbt.
+DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 SENSOR_TIMEOUT = timedelta(hours=int(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_HOURS", "6")))
 
 DOC_MD = """
@@ -44,6 +50,20 @@ def _stop_if(outcome: dict) -> dict:
     if outcome["stop"]:
         raise AirflowSkipException(f"{outcome['status']}: {outcome['reason']}")
     return outcome
+
+
+def _producer_first(group) -> None:
+    """Start the watcher's model tasks after its one `dbt build` (the producer) has finished.
+
+    Cosmos leaves a DbtTaskGroup's root model tasks free to poll while the producer runs. Under
+    `dag.test()` (which `sisbridge sync` uses) tasks run one at a time, so a model task that polls
+    first would wait forever for a producer that never starts. After the producer they only read
+    each model's status, so each model still shows as its own task in the UI.
+    """
+    producer = next(t for t in group if t.task_id.endswith(PRODUCER_WATCHER_TASK_ID))
+    for task in group.roots:
+        if task is not producer:
+            producer >> task
 
 
 def build_dag(school):
@@ -88,24 +108,26 @@ def build_dag(school):
         def validate(**context):
             return _stop_if(pipeline.validate(school_id, context["run_id"]).as_xcom())
 
-        transform = DbtTaskGroup(
+        transform_models = DbtTaskGroup(
             group_id="transform",
-            project_config=ProjectConfig(DBT_PROJECT_DIR, env_vars=_dbt_env(school_id)),
+            project_config=ProjectConfig(
+                DBT_PROJECT_DIR, manifest_path=DBT_MANIFEST, env_vars=transform.dbt_env(school_id)
+            ),
             profile_config=ProfileConfig(
                 profile_name="sisbridge",
                 target_name="warehouse",
                 profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
             ),
             execution_config=ExecutionConfig(
-                execution_mode=ExecutionMode.WATCHER, dbt_executable_path=DBT_EXECUTABLE
+                execution_mode=ExecutionMode.WATCHER, invocation_mode=InvocationMode.DBT_RUNNER
             ),
             render_config=RenderConfig(
-                load_method=LoadMode.AUTOMATIC,
+                load_method=LoadMode.DBT_MANIFEST,
                 exclude=["resource_type:snapshot"],
                 test_behavior=TestBehavior.AFTER_EACH,
-                dbt_executable_path=DBT_EXECUTABLE,
+                invocation_mode=InvocationMode.DBT_RUNNER,
             ),
-            operator_args={"vars": {"run_id": "{{ run_id }}"}, "install_deps": False},
+            operator_args={"vars": transform.dbt_vars(school, "{{ run_id }}"), "install_deps": False},
         )
 
         @task
@@ -129,13 +151,10 @@ def build_dag(school):
             return summary
 
         loaded = load_raw()
-        wait_for_file >> loaded >> validate() >> transform >> guard() >> push() >> finalize()
+        _producer_first(transform_models)
+        wait_for_file >> loaded >> validate() >> transform_models >> guard() >> push() >> finalize()
 
     return sis_sync()
-
-
-def _dbt_env(school_id: str) -> dict[str, str]:
-    return {"SISBRIDGE_WAREHOUSE_PATH": str(warehouse_path(school_id)), "DO_NOT_TRACK": "1"}
 
 
 for _school in load_schools(SCHOOLS_DIR):

@@ -29,6 +29,24 @@ class UsageError(Exception):
     """A mistake in the command line or its environment: exit code 2."""
 
 
+def ensure_dbt_manifest() -> Path:
+    """Write dbt's manifest (`dbt parse`) when any project file is newer: the DAGs render from it."""
+    project = REPO_ROOT / "dbt_project"
+    manifest = project / "target" / "manifest.json"
+    sources = [p for p in project.rglob("*") if p.suffix in (".sql", ".yml", ".csv") and "target" not in p.parts]
+    if manifest.exists() and all(p.stat().st_mtime <= manifest.stat().st_mtime for p in sources):
+        return manifest
+    dbt = Path(sys.executable).parent / "dbt"
+    env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_TARGET_PATH": str(project / "target")}
+    subprocess.run(
+        [str(dbt), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+        check=True,
+        env=env,
+        cwd=project,
+    )
+    return manifest
+
+
 def prepare_airflow() -> Path:
     """Give Airflow a home under SISBRIDGE_HOME and a migrated metadata DB, unless they exist already."""
     os.environ.setdefault("SISBRIDGE_SCHOOLS_DIR", str(schools_dir()))
@@ -36,6 +54,7 @@ def prepare_airflow() -> Path:
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    ensure_dbt_manifest()
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     marker = home / ".sisbridge-migrated"
