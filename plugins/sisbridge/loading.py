@@ -317,11 +317,15 @@ def _scan(data: bytes, encoding: str, bom: int, findings: list, name: str, path:
     stops = np.concatenate((terms + 1, [size])).astype(np.int64)
     if starts[-1] >= size:
         starts, ends, stops = starts[:-1], ends[:-1], stops[:-1]
-    lines = np.searchsorted(breaks, starts) + 1
+    # When every line break ends a record, record i starts on line i + 1.
+    lines = (
+        np.arange(1, len(starts) + 1) if len(terms) == len(breaks) else np.searchsorted(breaks, starts) + 1
+    )
     blank = starts == ends
     # Fields = commas in the record + 1, less the commas inside its quoted values.
     commas = np.flatnonzero(arr == _COMMA)
-    field_counts = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
+    # No comma lies between a record's end and the next start, so one search gives both bounds.
+    field_counts = np.diff(np.searchsorted(commas, np.append(starts, size))) + 1
     if len(quotes):
         opening, closing = quotes[0::2], quotes[1::2]
         inside = np.searchsorted(commas, closing) - np.searchsorted(commas, opening)
