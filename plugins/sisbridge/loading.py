@@ -14,11 +14,15 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from sisbridge.audit import Finding
 from sisbridge.config import STANDARD_COLUMNS, SchoolConfig
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RULES = {
     "file_empty": "The file has no content (or only blank lines); it is ignored.",
@@ -84,11 +88,11 @@ class ScannedFile:
     header: tuple[str, ...]
     header_line: int
     header_span: tuple[int, int, int]  # start, end and stop of the header record
-    starts: object  # numpy int64: byte offset where each data record starts
-    ends: object  # numpy int64: byte offset where its content ends (before the line break)
-    stops: object  # numpy int64: byte offset just after its line break
-    lines: object  # numpy int64: the line where each data record starts
-    field_counts: object  # numpy int64: number of fields of each data record
+    starts: np.ndarray  # byte offset where each data record starts
+    ends: np.ndarray  # byte offset where its content ends (before its line break)
+    stops: np.ndarray  # byte offset just after its line break
+    lines: np.ndarray  # the line where each data record starts
+    field_counts: np.ndarray  # number of fields of each data record
     uniform_newlines: bool  # every record ends with LF, or every record ends with CRLF
     findings: list[Finding] = field(default_factory=list)
 
