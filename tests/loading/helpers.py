@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sisbridge.config import SchoolConfig
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 DATA = Path(__file__).resolve().parent / "data"
 
 

@@ -8,7 +8,10 @@ import pytest
 
 from sisbridge import loading
 from sisbridge.audit import Finding
-from tests.loading.helpers import community_records, make_school, roster, rules
+from sisbridge.config import load_school
+from tests.loading.helpers import DATA, PROJECT_ROOT, community_records, make_school, roster, rules
+
+CONFIG = PROJECT_ROOT / "config" / "schools"
 
 SCHOOL = make_school(("PROGRAM",))
 NAMES = ("first_name", "last_name", "email")
@@ -326,3 +329,46 @@ def test_a_record_duckdb_refuses_is_read_exactly_by_the_fallback(ragged, con, wr
     assert rules(result) == ([("ragged_row", "error", 2)] if ragged else [])
     assert community_records(con, ("PROGRAM",)) == [(first, [long_value]), (first + 1, ['a,"b"'])]
     assert roster(con, "first_name") == [(first, "Ada"), (first + 1, "Alan")]
+
+
+def test_demo_school_roster_loads_with_its_real_config(con):
+    school = load_school(CONFIG / "acme.yaml")
+    result = loading.load_file(DATA / "acme_roster.csv", school, con, file_name="roster.csv", run_id="r1")
+
+    assert (result.encoding, result.rows_in_file, result.rows_loaded) == ("utf-8-sig", 4, 3)
+    assert rules(result) == [("unknown_column", "warning", 1), ("ragged_row", "error", 4)]
+    assert result.findings[1].message.startswith("roster.csv: line 4: the record has 7 fields but the header")
+    assert con.execute("select * from raw.roster order by line_number").fetchall() == [
+        (2, "Ada", "Lovelace", "ada@acme.edu", None, None, "2026-05-15", "Undergraduate", "0", None),
+        (3, "Alan", "Turing, Jr.", "alan@acme.edu", None, None, "2027", "Graduate", "yes", None),
+        (5, "Katherine", "Johnson", "kj@acme.edu", None, None, "2024", "Alumni", "1", None),
+    ]
+    assert con.execute(
+        "select * from raw.roster_communities order by line_number, column_name"
+    ).fetchall() == [
+        (2, "AFFINITY", "Chess Club; Debate, Model UN"),
+        (2, "PROGRAM", "Econ"),
+        (3, "AFFINITY", ""),
+        (3, "PROGRAM", "BAC-CHEM-1;Finance"),
+        (5, "AFFINITY", "First Generation"),
+        (5, "PROGRAM", "Math\r\nPhysics"),
+    ]
+
+
+def test_second_demo_school_export_loads_through_its_header_aliases(con):
+    school = load_school(CONFIG / "globex.yaml")
+    result = loading.load_file(DATA / "globex_students.csv", school, con, file_name="exports/students.csv")
+
+    assert result.encoding == "windows-1252"
+    assert rules(result) == [("encoding_fallback", "warning", 2)]
+    assert con.execute("select * from raw.roster order by line_number").fetchall() == [
+        (2, "José", "Núñez", "jose@globex.edu", "100234", None, "2026", "Undergraduate", None, ""),
+        (3, "Mei", "Chen", "mei@globex.edu", "100235", None, "2025", "Graduate", None, "YES"),
+    ]
+    assert con.execute("select canonical_name from raw.file_columns order by position").fetchall() == [
+        (name,)
+        for name in (
+            "USER_ID", "FIRST_NAME", "LAST_NAME", "EMAIL", "GRADUATION",
+            "STAKEHOLDERS", "PROGRAM", "ACADEMIC_COLLEGE", "DELETE",
+        )
+    ]  # fmt: skip
