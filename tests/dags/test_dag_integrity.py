@@ -64,8 +64,8 @@ def test_schedule_and_timezone_come_from_the_config(dagbag):
     schools = {s.school_id: s for s in load_schools()}
     for dag_id, dag in dagbag.dags.items():
         school = schools[dag_id.removeprefix("sis_sync__")]
-        assert dag.timetable.summary == school.schedule
-        assert str(dag.timetable._timezone.name) == school.timezone
+        assert dag.timetable.expression == school.schedule
+        assert str(dag.timetable.timezone) == school.timezone
 
 
 def test_dag_file_parses_without_connections_warehouse_or_network():
