@@ -301,7 +301,10 @@ def _scan(data: bytes, encoding: str, bom: int, findings: list, name: str, path:
     import numpy as np
 
     if re.compile(rb"\s*").fullmatch(data, bom):
-        raise _reject("file_empty", f"{name}: the file has only blank lines; upload the roster and a header.")
+        raise _reject(
+            "file_empty",
+            f"{name}: the file has only blank lines; upload the roster with its header and data.",
+        )
     arr = np.frombuffer(data, dtype=np.uint8)
     size = len(arr)
     # A substring search is much faster than a numpy pass: skip the passes that would find nothing.
