@@ -6,9 +6,12 @@ import csv
 import io
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sisbridge.config import SchoolConfig
 
@@ -220,8 +223,11 @@ def second_week(users: list[DemoUser]) -> tuple[list[DemoUser], dict[str, int]]:
 @contextmanager
 def local_s3() -> Generator[str, None, None]:
     """moto's S3 server on 127.0.0.1, on a free port; yields its endpoint URL."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -274,16 +280,37 @@ def upload(s3, school: SchoolConfig, body: bytes) -> None:
     s3.put_object(Bucket=school.s3.bucket, Key=school.s3.key, Body=body)
 
 
+def sync_quietly(school_id: str, log_path: Path) -> dict:
+    """`sisbridge sync` in a child process whose Airflow, dbt and GX logs go to `log_path`."""
+    from sisbridge import audit
+
+    with log_path.open("a") as log:
+        subprocess.run(
+            [sys.executable, "-m", "sisbridge.cli", "sync", "--school", school_id],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    with audit.warehouse(school_id, read_only=True) as con:
+        run_id = con.execute(
+            "select run_id from audit.sync_runs order by started_at desc limit 1"
+        ).fetchone()[0]
+        return audit.get_run(con, run_id)
+
+
 def run_demo(rows: int = 240) -> int:
     """Seed both demo schools in a local S3, sync them, then sync a second week for one of them."""
-    from sisbridge.cli import format_summary, run_dag
-    from sisbridge.config import load_schools, schools_dir, sisbridge_home
+    from sisbridge.cli import format_summary, prepare_airflow
+    from sisbridge.config import load_schools, reports_dir, schools_dir, sisbridge_home
 
     schools = load_schools(schools_dir())
     home = sisbridge_home()
     home.mkdir(parents=True, exist_ok=True)
     store_path = home / "userstore.db"
     failed = False
+    log_path = home / "logs" / "demo.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_airflow()
     with local_s3() as endpoint_url:
         use_local_connections(schools, endpoint_url, f"sqlite:///{store_path}")
         s3 = s3_client(endpoint_url)
@@ -304,15 +331,17 @@ def run_demo(rows: int = 240) -> int:
                 upload(s3, school, roster_csv(school, users))
                 print(f"\nUploaded week 2 for {school.school_id}: {expected}")
             for school in schools if week == 1 else schools[:1]:
-                print(f"\n== Week {week}: sisbridge sync --school {school.school_id}")
-                row = run_dag(school.school_id)
+                print(f"\n== Week {week}: sisbridge sync --school {school.school_id}", flush=True)
+                row = sync_quietly(school.school_id, log_path)
                 print(format_summary(row))
+                print(f"  report: {reports_dir(school.school_id, row['run_id'])}")
                 failed = failed or row["status"] == "failed"
     print(
         "\nWhere things are:\n"
         f"  warehouses (DuckDB, one per school): {home / 'warehouse'}\n"
         f"  user store (SQLite):                 {store_path}\n"
         f"  reports:                             {home / 'reports'}\n"
+        f"  the runs' full logs:                 {log_path}\n"
         f"  Airflow home and metadata DB:        {home / 'airflow'}\n"
         "\nOpen the same setup in the Airflow UI:\n"
         f"  AIRFLOW_HOME={home / 'airflow'} AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags "
