@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -23,7 +24,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from sisbridge import landing, pipeline, transform
+from sisbridge import guards, landing, pipeline, transform
 from sisbridge.config import load_schools
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -42,8 +43,12 @@ Expectations, builds the change set with dbt, guards it, pushes it to the uConne
 writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/`).
 
 - identifier: `{identifier}`; missing users: `{missing_users}`; auto sync: `{auto_sync}`
+- A run that crosses a mass-change threshold waits in `approve` for a reviewer (Required Actions):
+  Approve pushes the change set; Reject, or no answer within {approval_timeout_hours:g} hours, pushes
+  nothing. Under `sisbridge sync` (run conf `interactive_approval: false`) it ends as `held` instead.
 - A run that stops early (rejected, unchanged, dry run, held) still finalizes its audit row and report.
 """
+APPROVAL_XCOM_KEY = "approval"
 
 
 def _stop_if(outcome: dict) -> dict:
@@ -61,9 +66,9 @@ def _producer_first(group) -> None:
     each model's status, so each model still shows as its own task in the UI.
     """
     producer = next(t for t in group if t.task_id.endswith(PRODUCER_WATCHER_TASK_ID))
-    for task in group.roots:
-        if task is not producer:
-            producer >> task
+    for model_task in group.roots:
+        if model_task is not producer:
+            producer >> model_task
 
 
 def build_dag(school):
@@ -130,29 +135,52 @@ def build_dag(school):
             operator_args={"vars": transform.dbt_vars(school, "{{ run_id }}"), "install_deps": False},
         )
 
-        @task
+        @task.branch
         def guard(**context):
-            return _stop_if(pipeline.guard(school_id, context["run_id"]).as_xcom())
+            interactive = (context["dag_run"].conf or {}).get("interactive_approval", True)
+            outcome = _stop_if(
+                pipeline.guard(school_id, context["run_id"], interactive=interactive).as_xcom()
+            )
+            if outcome["status"] != "held":
+                return "push"
+            context["ti"].xcom_push(key=APPROVAL_XCOM_KEY, value=outcome["counts"]["approval"])
+            return "approve"
 
-        @task(retry_exponential_backoff=True)
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['subject'] }}}}",
+            body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['body'] }}}}",
+            defaults=ApprovalOperator.REJECT,  # what an unanswered request becomes after the timeout
+            response_timeout=timedelta(hours=school.approval_timeout_hours),
+            notifiers=[spec.build() for spec in school.notifiers],
+        )
+
+        @task(retry_exponential_backoff=True, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         def push(**context):
             from sisbridge.userstore import PermanentStoreError
 
+            review = context["ti"].xcom_pull(task_ids="approve")
             try:
-                return pipeline.push(school_id, context["run_id"]).as_xcom()
+                return pipeline.push(school_id, context["run_id"], review=review).as_xcom()
             except PermanentStoreError as exc:
                 raise AirflowFailException(str(exc)) from exc
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        @task(
+            trigger_rule=TriggerRule.ALL_DONE, retries=0, on_success_callback=guards.StaleFileNotifier(school)
+        )
         def finalize(**context):
-            summary = pipeline.finalize(school_id, context["run_id"])
+            review = context["ti"].xcom_pull(task_ids="approve")
+            summary = pipeline.finalize(school_id, context["run_id"], review=review)
             if summary["status"] == "failed":
                 raise AirflowFailException(f"run failed: {summary['status_reason']}")
             return summary
 
         loaded = load_raw()
         _producer_first(transform_models)
-        wait_for_file >> loaded >> validate() >> transform_models >> guard() >> push() >> finalize()
+        guarded, pushed = guard(), push()
+        wait_for_file >> loaded >> validate() >> transform_models >> guarded
+        guarded >> [approve, pushed]
+        approve >> pushed >> finalize()
 
     return sis_sync()
 

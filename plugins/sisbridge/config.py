@@ -105,6 +105,39 @@ class CommunityColumn(_Strict):
         return self
 
 
+class NotifierSpec(_Strict):
+    """An Airflow notifier (a `BaseNotifier` subclass, e.g. Slack's or SMTP's) and its keyword arguments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_path: str = Field(alias="class", pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+    kwargs: dict = {}
+
+    @model_validator(mode="after")
+    def _importable_notifier(self) -> NotifierSpec:
+        # Fail when the DAG is parsed, not at 2am when the first alert is due.
+        self.build()
+        return self
+
+    def build(self):
+        """Import the class and instantiate it with `kwargs`; ValueError says what is wrong."""
+        import importlib
+
+        module_name, _, class_name = self.class_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import notifier class {self.class_path!r}: {exc}") from exc
+        from airflow.sdk import BaseNotifier
+
+        if not (isinstance(cls, type) and issubclass(cls, BaseNotifier)):
+            raise ValueError(f"{self.class_path!r} is not an Airflow notifier (airflow.sdk.BaseNotifier)")
+        try:
+            return cls(**self.kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{self.class_path!r} does not take these kwargs: {exc}") from exc
+
+
 class SchoolConfig(_Strict):
     school_id: str = Field(pattern=SCHOOL_ID_PATTERN)
     name: str = Field(min_length=1)
@@ -123,6 +156,7 @@ class SchoolConfig(_Strict):
     max_file_mb: float = Field(default=512, gt=0)
     stale_after_runs: int = Field(default=2, ge=1)
     approval_timeout_hours: float = Field(default=48, gt=0)
+    notifiers: tuple[NotifierSpec, ...] = ()
 
     @field_validator("schedule")
     @classmethod

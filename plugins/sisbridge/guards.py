@@ -1,6 +1,7 @@
 """The guard between the change set and the store: onboarding dry runs and mass-change thresholds.
 
-The threshold rule lives here and only here (`crossed_thresholds`).
+The threshold rule lives here and only here (`crossed_thresholds`). So do the other safety checks:
+identity checks on rows, schema drift of the header, stale files, and the reviewer's request.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+from airflow.sdk import BaseNotifier
 
-from sisbridge.config import SchoolConfig, Thresholds
+from sisbridge.audit import Finding
+from sisbridge.config import IDENTIFIER_COLUMNS, SchoolConfig, Thresholds
 
 PUSH, DRY_RUN, HOLD = "push", "dry_run", "hold"
 COUNT_KEYS = ("creates", "updates", "reactivations", "deactivations", "deletes", "opt_outs")
@@ -22,6 +25,16 @@ _CHANGE_TYPE_COUNT = {
     "opt_out": "opt_outs",
 }
 IDENTITY_FIELDS = ("email", "user_login")
+IDENTITY_STAGE, DRIFT_STAGE = "identity", "drift"
+RULES = {
+    "identity_email_taken": "An existing user's identifier now carries an EMAIL that another existing "
+    "user of the school has. The row is ignored.",
+    "identity_email_moved": "A new identifier carries the EMAIL of an existing user: the email moved to "
+    "a different identifier. The row is ignored.",
+    "schema_drift": "The header's set of columns differs from the last accepted file's. The file goes "
+    "on; check that no column was renamed or dropped by mistake.",
+}
+ROW_RULES = frozenset({"identity_email_taken", "identity_email_moved"})
 
 
 @dataclass(frozen=True)
@@ -125,3 +138,189 @@ def evaluate(con: duckdb.DuckDBPyConnection, school: SchoolConfig) -> GuardDecis
     if crossed:
         return GuardDecision(HOLD, tuple(crossed), counts)
     return GuardDecision(PUSH, (), counts)
+
+
+# Trimmed like dbt's clean_text macro, so the checks see the values the transform will build.
+_CLEAN = "nullif(trim({column}, ' ' || chr(9) || chr(10) || chr(13)), '')"
+
+
+def identity_findings(con: duckdb.DuckDBPyConnection, school: SchoolConfig, file_name: str) -> list[Finding]:
+    """Row errors for emails that would jump between identifiers (`raw.roster` vs `state.applied_users`).
+
+    Only schools whose identifier is not EMAIL can have them: with EMAIL, a new email is a new user.
+    """
+    if school.identifier == "email":
+        return []
+    identifier = school.identifier
+    # user_login is compared lowercased like emails; user_id only trimmed (DESIGN.md, the store).
+    external_id = _CLEAN.format(column=identifier)
+    if identifier == "user_login":
+        external_id = f"lower({external_id})"
+    rows = con.execute(
+        f"""
+        with file_rows as (
+            select line_number, email as raw_email, lower({_CLEAN.format(column="email")}) as email,
+                   {external_id} as external_id
+            from raw.roster
+        )
+        select f.line_number, f.external_id, f.raw_email, f.email, owner.external_id as owner_id,
+               mine.external_id is not null as is_existing
+        from file_rows as f
+        join state.applied_users as owner
+            on owner.email = f.email and owner.external_id <> f.external_id
+        left join state.applied_users as mine on mine.external_id = f.external_id
+        where f.external_id is not null and mine.email is distinct from f.email
+        order by f.line_number
+        """
+    ).fetchall()
+    column = IDENTIFIER_COLUMNS[identifier]
+    findings = []
+    for line, external, raw_email, email, owner, is_existing in rows:
+        where = f"{file_name}: line {line}: EMAIL {email!r}"
+        if is_existing:
+            rule = "identity_email_taken"
+            message = (
+                f"{where} belongs to the existing user {column} {owner!r}; the user {column} {external!r} "
+                "cannot take it. The row is ignored."
+            )
+        else:
+            rule = "identity_email_moved"
+            message = (
+                f"{where} moved from the existing user {column} {owner!r} to the new {column} {external!r}; "
+                "a user's identifier must not change. The row is ignored."
+            )
+        findings.append(Finding(rule, message, "error", line, external, "EMAIL", raw_email))
+    return findings
+
+
+def previous_header(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, tuple[str, ...]] | None:
+    """The run id and header of the last succeeded run before `run_id` that recorded a header."""
+    row = con.execute(
+        """
+        select run_id, header_columns from audit.sync_runs
+        where status = 'succeeded' and header_columns is not null and run_id <> ?
+          and started_at <= coalesce((select started_at from audit.sync_runs where run_id = ?), now())
+        order by started_at desc
+        limit 1
+        """,
+        [run_id, run_id],
+    ).fetchone()
+    return None if row is None else (row[0], tuple(row[1]))
+
+
+def schema_drift(
+    school: SchoolConfig,
+    header: tuple[str, ...],
+    previous: tuple[str, tuple[str, ...]] | None,
+    file_name: str,
+) -> Finding | None:
+    """A warning when the file's set of columns differs from the last accepted file's, else None.
+
+    Columns compare by their canonical names, so a change of case, spacing or alias is not drift.
+    """
+    if previous is None:
+        return None
+    previous_run, previous_columns = previous
+    now = {school.canonical_header(name) for name in header}
+    before = {school.canonical_header(name) for name in previous_columns}
+    if now == before:
+        return None
+    added, removed = sorted(now - before), sorted(before - now)
+    parts = [f"added {', '.join(added)}"] if added else []
+    parts += [f"removed {', '.join(removed)}"] if removed else []
+    changes = "; ".join(parts)
+    return Finding(
+        "schema_drift",
+        f"{file_name}: line 1: the header changed since the last accepted file "
+        f"(run {previous_run}): {changes}",
+        "warning",
+        1,
+        value=changes,
+    )
+
+
+def unchanged_runs(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """How many runs in a row, up to and including `run_id`, found no new file (status `unchanged`).
+
+    A rollback's own row is not a sync and does not break the streak.
+    """
+    statuses = con.execute(
+        """
+        select status from audit.sync_runs
+        where coalesce(details->>'rollback_of', '') = ''
+          and started_at <= (select started_at from audit.sync_runs where run_id = ?)
+        order by started_at desc
+        """,
+        [run_id],
+    ).fetchall()
+    streak = 0
+    for (status,) in statuses:
+        if status != "unchanged":
+            break
+        streak += 1
+    return streak
+
+
+def stale_file_message(school: SchoolConfig, unchanged: int) -> str | None:
+    """The alert for a school whose file has not changed for `stale_after_runs` runs, else None."""
+    if unchanged < school.stale_after_runs:
+        return None
+    return (
+        f"{school.school_id} ({school.name}): s3://{school.s3.bucket}/{school.s3.key} has not changed for "
+        f"{unchanged} runs (stale_after_runs = {school.stale_after_runs}); ask the school for a new export"
+    )
+
+
+STALE_XCOM_FIELD = "stale_file"
+ALERT_CONTEXT_KEY = "sisbridge_alert"
+
+
+class StaleFileNotifier(BaseNotifier):
+    """Task callback of `finalize`: when the run found the school's file stale, log it and notify.
+
+    The school's configured notifiers (`notifiers:` in its YAML, e.g. Slack's or SMTP's) are called
+    with the same context plus `sisbridge_alert`, the message, for their templates.
+    """
+
+    def __init__(self, school: SchoolConfig):
+        super().__init__()
+        self.school_id = school.school_id
+        self.notifiers = [spec.build() for spec in school.notifiers]
+
+    def notify(self, context) -> None:
+        summary = context["ti"].xcom_pull(task_ids=context["ti"].task_id) or {}
+        message = summary.get(STALE_XCOM_FIELD)
+        if not message:
+            return
+        self.log.warning("Stale file: %s", message)
+        context[ALERT_CONTEXT_KEY] = message
+        for notifier in self.notifiers:
+            notifier(context)
+
+
+def approval_request(school: SchoolConfig, run_id: str, counts: ChangeCounts, reasons, links: dict) -> dict:
+    """The subject and Markdown body a reviewer sees in the Airflow UI for a held run."""
+    lines = [
+        f"The weekly roster sync of **{school.name}** (`{school.school_id}`), run `{run_id}`, crossed "
+        "the mass-change thresholds. Nothing has been pushed to the user store.",
+        "",
+        "**Thresholds crossed**",
+        *(f"- {reason}" for reason in reasons),
+        "",
+        "**Change set**",
+        "",
+        "| change | users |",
+        "|---|---|",
+        *(f"| {key} | {getattr(counts, key)} |" for key in COUNT_KEYS),
+        f"| active users before | {counts.active_before} |",
+        "",
+        "**Review**",
+        *(f"- {name}: `{where}`" for name, where in links.items()),
+        "",
+        f"Approve pushes exactly this change set. Reject (or no answer within "
+        f"{school.approval_timeout_hours:g} hours) pushes nothing; the run ends as `rejected_by_reviewer`.",
+    ]
+    return {
+        "subject": f"Approve the roster sync of {school.name}? ({len(reasons)} threshold(s) crossed)",
+        "body": "\n".join(lines),
+    }

@@ -99,6 +99,11 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None) -> Outco
         if result.rejected:
             first_error = next(f for f in result.findings if f.severity == "error")
             return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
+        drift = guards.schema_drift(school, result.header, guards.previous_header(con, run_id), key)
+        audit.record_findings(con, run_id, guards.DRIFT_STAGE, [drift] if drift else [])
+        if drift is not None:
+            log.warning("Schema drift: %s", drift.message)
+            _merge_details(con, run_id, schema_drift=drift.value)
         transform.write_config_tables(con, school)
     shutil.rmtree(landing_dir(school_id, run_id), ignore_errors=True)
     return Outcome(counts={"rows_in_file": result.rows_in_file, "rows_loaded": result.rows_loaded})
@@ -110,6 +115,9 @@ def validate(school_id: str, run_id: str) -> Outcome:
 
     school = school_config(school_id)
     with audit.warehouse(school_id) as con:
+        # Recorded first, so the quality gate counts these row errors in max_rejected_pct.
+        identity = guards.identity_findings(con, school, school.s3.key)
+        audit.record_findings(con, run_id, guards.IDENTITY_STAGE, identity)
         result = quality.validate(con, school, run_id, report_dir=reports_dir(school_id, run_id))
         log.info("%s", reports.log_summary(audit.findings_of_run(con, run_id)))
         counts = {"rows_rejected": result.rows_rejected, "rows_warned": result.rows_warned}
@@ -121,9 +129,13 @@ def validate(school_id: str, run_id: str) -> Outcome:
     return Outcome(counts=counts)
 
 
-def guard(school_id: str, run_id: str) -> Outcome:
-    """Record the transform's warnings, count the change set, and apply the onboarding and thresholds."""
-    from sisbridge import transform
+def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) -> Outcome:
+    """Record the transform's warnings, count the change set, and apply the onboarding and thresholds.
+
+    A held run stops here unless `interactive`: then it waits for a reviewer, and the outcome carries
+    the request (`approval`) with links to the reports, which are written and uploaded now.
+    """
+    from sisbridge import reports, transform
 
     school = school_config(school_id)
     with audit.warehouse(school_id) as con:
@@ -139,16 +151,65 @@ def guard(school_id: str, run_id: str) -> Outcome:
         audit.upsert_run(con, run_id, guard_reasons=list(decision.reasons), **fields)
         if decision.action == guards.DRY_RUN:
             return _stop(con, run_id, "dry_run", decision.reasons[0])
-        if decision.action == guards.HOLD:
+        if decision.action == guards.HOLD and not interactive:
             return _stop(con, run_id, "held", "; ".join(decision.reasons))
-    return Outcome(counts=decision.counts.as_audit())
+        if decision.action == guards.HOLD:
+            reason = "waiting for a reviewer: " + "; ".join(decision.reasons)
+            audit.upsert_run(con, run_id, status="held", status_reason=reason)
+            out_dir = reports_dir(school_id, run_id)
+            paths = reports.write_reports(con, school, run_id, out_dir)
+    if decision.action == guards.PUSH:
+        return Outcome(counts=decision.counts.as_audit())
+    links = {name: str(out_dir / name) for name in ("changes.csv", "summary.json")}
+    try:
+        keys = reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
+        links |= {
+            f"s3://{school.s3.bucket}/{key}": key
+            for key in keys
+            if key.endswith(("changes.csv", "summary.json"))
+        }
+    except Exception as exc:  # the reviewer still has the files on disk
+        log.warning("Could not upload the reports for the reviewer: %s", exc)
+    log.info("Run %s of %s is held for a reviewer: %s", run_id, school_id, "; ".join(decision.reasons))
+    request = guards.approval_request(school, run_id, decision.counts, decision.reasons, links)
+    return Outcome(status="held", reason=reason, counts={**decision.counts.as_audit(), "approval": request})
 
 
-def push(school_id: str, run_id: str, engine=None) -> Outcome:
-    """Apply the change set to the user store, then snapshot the new applied state for auditors."""
+def _merge_details(con, run_id: str, **entries) -> None:
+    """Add entries to the run's `details` JSON without losing what other stages put there."""
+    import json
+
+    current = audit.get_run(con, run_id)["details"]
+    details = json.loads(current) if current else {}
+    audit.upsert_run(con, run_id, details={**details, **entries})
+
+
+def review_outcome(review: dict | None, school: SchoolConfig) -> tuple[bool, str] | None:
+    """(approved, sentence) from the approval task's result; None when no reviewer was asked."""
+    if not review or not review.get("chosen_options"):
+        return None
+    approved = review["chosen_options"][0] == "Approve"
+    user = review.get("responded_by_user") or {}
+    if not user:
+        return approved, f"no reviewer answered within {school.approval_timeout_hours:g} hours"
+    who = user.get("name") or user.get("id")
+    return approved, f"{'approved' if approved else 'rejected'} by {who} at {review.get('responded_at')}"
+
+
+def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -> Outcome:
+    """Apply the change set to the user store, then snapshot the new applied state for auditors.
+
+    `review` is the approval task's result when a reviewer released a held run.
+    """
     from sisbridge import transform, userstore
 
     school = school_config(school_id)
+    outcome = review_outcome(review, school)
+    if outcome is not None:
+        with audit.warehouse(school_id) as con:
+            # No longer held: a failing push must end the run as failed, not as held.
+            audit.upsert_run(con, run_id, status="running", status_reason=None)
+            _merge_details(con, run_id, review=outcome[1])
     engine = engine or userstore.engine_from_connection()
     userstore.ensure_schema(engine)
     with audit.warehouse(school_id) as con:
@@ -160,10 +221,11 @@ def push(school_id: str, run_id: str, engine=None) -> Outcome:
     return Outcome(status="succeeded", counts=counts)
 
 
-def finalize(school_id: str, run_id: str, s3=None) -> dict:
+def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -> dict:
     """Close the run's audit row and write its reports, whatever happened upstream.
 
-    A run still marked `running` had an upstream failure: it is closed as `failed`.
+    A run still marked `running` had an upstream failure: it is closed as `failed`. A held run that
+    the reviewer rejected (or left unanswered) ends as `rejected_by_reviewer`.
     """
     from sisbridge import reports
 
@@ -192,9 +254,18 @@ def finalize(school_id: str, run_id: str, s3=None) -> dict:
                 status="failed",
                 status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
             )
+        elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
+            if not outcome[0]:
+                audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=outcome[1])
+                _merge_details(con, run_id, review=outcome[1])
+        stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
+        if stale is not None:
+            log.warning("Stale file: %s", stale)
+            _merge_details(con, run_id, stale_file=stale)
         audit.upsert_run(con, run_id, finished_at=audit.utcnow())
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)
+        _add_safety_to_summary(paths[0], run)
     try:
         reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
     except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
@@ -207,4 +278,15 @@ def finalize(school_id: str, run_id: str, s3=None) -> dict:
         run["status_reason"] or "ok",
         out_dir,
     )
-    return {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
+    summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
+    return {**summary, guards.STALE_XCOM_FIELD: stale}
+
+
+def _add_safety_to_summary(summary_path, run: dict) -> None:
+    """Put the schema drift, stale file and review outcome of the run into its summary.json."""
+    import json
+
+    details = json.loads(run["details"]) if run["details"] else {}
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary["safety"] = {key: details.get(key) for key in ("schema_drift", "stale_file", "review")}
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

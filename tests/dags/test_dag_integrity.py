@@ -12,7 +12,7 @@ import pytest
 from sisbridge.config import load_schools
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK_ORDER = ["wait_for_file", "load_raw", "validate", "transform", "guard", "push", "finalize"]
+TASK_ORDER = ["wait_for_file", "load_raw", "validate", "transform", "guard", "approve", "push", "finalize"]
 
 
 @pytest.fixture(scope="module")
