@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sisbridge import loading, quality
+from sisbridge import guards, loading, quality
 
 RULES_DOC = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 # Rules computed by the dbt project (intermediate.int_roster_findings).
@@ -25,7 +25,7 @@ def documented() -> dict[str, tuple[str, str]]:
 
 
 def test_every_rule_in_the_code_is_documented_once():
-    expected = {*quality.RULES, *loading.RULES, *DBT_RULES}
+    expected = {*quality.RULES, *loading.RULES, *DBT_RULES, *guards.RULES}
     text = RULES_DOC.read_text("utf-8")
     assert set(documented()) == expected
     for rule in expected:
@@ -39,3 +39,5 @@ def test_the_documented_level_matches_the_quality_code():
         assert docs[rule][1] == "error"
     for rule in DBT_RULES:
         assert docs[rule] == ("row", "warning")
+    for rule in guards.RULES:
+        assert docs[rule] == (("row", "error") if rule in guards.ROW_RULES else ("file", "warning")), rule
