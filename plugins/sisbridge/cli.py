@@ -33,8 +33,12 @@ def ensure_dbt_manifest() -> Path:
     """Write dbt's manifest (`dbt parse`) when any project file is newer: the DAGs render from it."""
     project = REPO_ROOT / "dbt_project"
     manifest = project / "target" / "manifest.json"
-    sources = [p for p in project.rglob("*") if p.suffix in (".sql", ".yml", ".csv") and "target" not in p.parts]
-    if manifest.exists() and all(p.stat().st_mtime <= manifest.stat().st_mtime for p in sources):
+    sources = [
+        path
+        for path in project.rglob("*")
+        if path.suffix in (".sql", ".yml", ".csv") and "target" not in path.parts
+    ]
+    if manifest.exists() and all(path.stat().st_mtime <= manifest.stat().st_mtime for path in sources):
         return manifest
     dbt = Path(sys.executable).parent / "dbt"
     env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_TARGET_PATH": str(project / "target")}
