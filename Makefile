@@ -40,7 +40,7 @@ bench: install ## Benchmarks: writes bench/results.json (takes minutes)
 	$(BIN)/python bench/run.py
 
 docs: install ## Build the dbt docs (lineage) into site/dbt-docs/
-	$(BIN)/python -m sisbridge.transform docs site/dbt-docs
+	$(BIN)/python -c "from pathlib import Path; from sisbridge.transform import build_docs; print(build_docs(Path('site/dbt-docs')))"
 
 clean: ## Remove generated files (keeps .venv)
 	rm -rf .sisbridge dbt_project/target dbt_project/logs site .pytest_cache
