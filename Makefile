@@ -19,7 +19,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the pinned stack (seconds when nothing changed)
+DBT_SOURCES := $(shell find dbt_project -name '*.sql' -o -name '*.yml' -o -name '*.csv' | grep -v /target/)
+dbt_project/target/manifest.json: $(VENV)/.installed $(DBT_SOURCES)
+	$(BIN)/python -c "from sisbridge.cli import ensure_dbt_manifest; ensure_dbt_manifest()"
+	@touch $@
+
+install: $(VENV)/.installed dbt_project/target/manifest.json ## Create .venv, install the pinned stack, parse dbt (seconds when nothing changed)
 
 demo: install ## Run the demo: local S3 (moto), SQLite store, two schools, two weeks
 	$(BIN)/sisbridge demo

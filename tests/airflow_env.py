@@ -26,5 +26,12 @@ for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_
     os.environ.pop(_name, None)
 
 
+def pytest_configure(config) -> None:
+    # The DAGs render their dbt model tasks from dbt's manifest; a fresh clone has none yet.
+    from sisbridge.cli import ensure_dbt_manifest
+
+    ensure_dbt_manifest()
+
+
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
