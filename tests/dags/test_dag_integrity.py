@@ -73,7 +73,11 @@ def test_dag_file_parses_without_connections_warehouse_or_network():
     env["SISBRIDGE_HOME"] = "/nonexistent/sisbridge-home"
     result = subprocess.run(
         [sys.executable, "-c", "import runpy; runpy.run_path('dags/sis_sync.py')"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not Path("/nonexistent/sisbridge-home").exists()
