@@ -1,0 +1,73 @@
+"""Each school's DAG uses only its own connection, bucket, key, warehouse and dbt folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sisbridge import pipeline, transform
+from sisbridge.config import load_schools, warehouse_path
+from tests.security.conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def dags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags
+
+
+def other_schools_names(school, schools) -> set[str]:
+    names = set()
+    for other in schools:
+        if other.school_id != school.school_id:
+            names |= {other.s3.aws_conn_id, other.s3.bucket, str(warehouse_path(other.school_id))}
+    return names
+
+
+def test_every_task_uses_its_own_schools_connection_bucket_and_warehouse(dags):
+    schools = load_schools()
+    assert len(schools) >= 2
+    for school in schools:
+        dag = dags[f"sis_sync__{school.school_id}"]
+        sensor = dag.get_task("wait_for_file")
+        assert (sensor.aws_conn_id, sensor.bucket_name, sensor.bucket_key) == (
+            school.s3.aws_conn_id,
+            school.s3.bucket,
+            school.s3.key,
+        )
+        own_env = transform.dbt_env(school.school_id)
+        dbt_tasks = [task for task in dag.tasks if isinstance(getattr(task, "env", None), dict)]
+        assert len(dbt_tasks) > 10  # the producer and every model's run and test task
+        for task in dbt_tasks:
+            assert {key: task.env[key] for key in own_env} == own_env, task.task_id
+        foreign = other_schools_names(school, schools)
+        for task in dag.tasks:
+            settings = json.dumps(
+                {name: getattr(task, name, None) for name in (*task.template_fields, "env", "aws_conn_id")},
+                default=str,
+            )
+            assert not [name for name in foreign if name in settings], task.task_id
+
+
+def test_each_schools_s3_client_comes_from_its_own_connection(monkeypatch):
+    schools = load_schools()
+    endpoints = {}
+    for number, school in enumerate(schools):
+        endpoints[school.school_id] = f"http://127.0.0.1:{41000 + number}"
+        connection = {
+            "conn_type": "aws",
+            "login": f"key-of-{school.school_id}",
+            "password": f"secret-of-{school.school_id}",
+            "extra": {"endpoint_url": endpoints[school.school_id], "region_name": "us-east-1"},
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}", json.dumps(connection))
+
+    for school in schools:
+        client = pipeline.s3_client(school)
+        credentials = client._request_signer._credentials
+        assert client.meta.endpoint_url == endpoints[school.school_id]
+        assert credentials.access_key == f"key-of-{school.school_id}"
