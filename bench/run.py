@@ -1,0 +1,436 @@
+"""The benchmark harness (`make bench`): rosters of 10k, 100k and 1M users, end to end, into PostgreSQL.
+
+For each size it generates week 1 and week 2 (10% of the users changed, 0.5% newcomers, 1% bad records),
+uploads them to moto's S3 server, and runs `sisbridge sync` (the school's DAG with `dag.test`) in a child
+process against a throwaway PostgreSQL 15 store, with SISBRIDGE_HOME and AIRFLOW_HOME in a temp dir.
+Stage times come from the Airflow task instances of those runs. Writes bench/results.json.
+
+    .venv/bin/python bench/run.py                      # 10k, 100k and 1M (takes a while)
+    BENCH_SIZES=10k,100k BENCH_RUNS=3 .venv/bin/python bench/run.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "bench"
+DATA_DIR = BENCH_DIR / "data"
+RESULTS = BENCH_DIR / "results.json"
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import roster  # noqa: E402
+
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+TARGET_TEXT = {
+    "growth_vs_duckdb": "e2e_s_1m_10pct - e2e_s_10k <= 8 x duckdb_read_s_1m",
+    "growth_vs_pandas": "e2e_s_1m_10pct - e2e_s_10k < pandas_baseline_s_1m",
+    "fixed_cost": "e2e_s_10k <= 45",
+    "peak_rss": "peak_rss_mb_1m <= 2048",
+}
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak_mb = pid, interval, 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self.done.is_set():
+            total = 0
+            try:
+                for proc in [root, *root.children(recursive=True)]:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+            except psutil.NoSuchProcess:
+                return
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            self.done.wait(self.interval)
+
+
+def run_child(args: list[str], env: dict, log_path: Path) -> dict:
+    """Run a command; return its wall time, exit code, ru_maxrss (MB) and sampled tree peak (MB)."""
+    with log_path.open("a") as log:
+        started = time.perf_counter()
+        child = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        sampler = TreeSampler(child.pid)
+        sampler.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        sampler.done.set()
+        sampler.join()
+    return {
+        "seconds": wall,
+        "exit_code": os.waitstatus_to_exitcode(status),
+        "ru_maxrss_mb": usage.ru_maxrss / 1024,
+        # CPU seconds of the process tree: the cost of a run, whatever else the machine was doing.
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "tree_peak_mb": sampler.peak_mb,
+        # The machine is shared: the load tells how much of the 2 cores this run really had.
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def duckdb_read(csv_path: Path, runs: int, workdir: Path) -> list[float]:
+    """DuckDB's read_csv of the file into a table, in a fresh process each time."""
+    code = (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[2]); t = time.perf_counter();"
+        'con.execute("create table roster as select * from read_csv(?, all_varchar = true, '
+        'ignore_errors = true)", [sys.argv[1]]); print(time.perf_counter() - t)'
+    )
+    times = []
+    for n in range(runs):
+        db = workdir / f"duckdb_read_{n}.duckdb"
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(csv_path), str(db)], capture_output=True, text=True, check=True
+        )
+        times.append(float(out.stdout))
+        db.unlink(missing_ok=True)
+    return times
+
+
+class Bench:
+    """Temp homes, moto's S3 server and a PostgreSQL store, shared by every run of the harness."""
+
+    def __init__(self, workdir: Path, endpoint_url: str, store_url: str) -> None:
+        self.workdir = workdir
+        self.endpoint_url = endpoint_url
+        self.store_url = store_url
+        self.schools_dir = workdir / "schools"
+        self.schools_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "sync.log"
+        self.env = {
+            **os.environ,
+            "SISBRIDGE_HOME": str(workdir / "home"),
+            "SISBRIDGE_SCHOOLS_DIR": str(self.schools_dir),
+            "AIRFLOW_HOME": str(workdir / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_UCONNECT_USER_STORE": store_url,
+            "SISBRIDGE_SENSOR_TIMEOUT_HOURS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+        from sisbridge import demo
+
+        self.s3 = demo.s3_client(endpoint_url)
+
+    def add_school(self, school_id: str) -> None:
+        from sisbridge import demo
+        from sisbridge.config import load_school
+
+        path = self.schools_dir / f"{school_id}.yaml"
+        path.write_text(roster.school_yaml(school_id))
+        school = load_school(path)
+        self.env[f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}"] = demo.aws_connection_uri(self.endpoint_url)
+        demo.create_bucket(self.s3, school.s3.bucket)
+
+    def prepare(self) -> None:
+        """Migrate Airflow's metadata DB and parse dbt once, outside any timed run."""
+        code = "from sisbridge.cli import prepare_airflow; prepare_airflow()"
+        subprocess.run([sys.executable, "-c", code], env=self.env, check=True, cwd=ROOT)
+
+    def sync(self, school_id: str, csv_path: Path) -> dict:
+        """Upload the file, run `sisbridge sync` in a child process, and collect what the run did."""
+        from sisbridge.config import load_school
+
+        school = load_school(self.schools_dir / f"{school_id}.yaml")
+        self.s3.upload_file(str(csv_path), school.s3.bucket, school.s3.key)
+        proc = run_child(
+            [sys.executable, "-m", "sisbridge.cli", "sync", "--school", school_id], self.env, self.log_path
+        )
+        run = self.last_run(school_id)
+        if proc["exit_code"] != 0 or run.get("status") != "succeeded":
+            raise SystemExit(f"sync of {school_id} failed ({run.get('status')}); see {self.log_path}")
+        return {**proc, "run": run, "stages": self.stage_times(school_id, run["run_id"])}
+
+    def last_run(self, school_id: str) -> dict:
+        import duckdb
+
+        path = Path(self.env["SISBRIDGE_HOME"]) / "warehouse" / f"{school_id}.duckdb"
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            cur = con.execute("select * from audit.sync_runs order by started_at desc limit 1")
+            row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+            row["pushed_users"] = con.execute(
+                "select count(distinct external_id) from audit.applied_changes where run_id = ?",
+                [row["run_id"]],
+            ).fetchone()[0]
+            row["pushed_ids"] = [
+                r[0]
+                for r in con.execute(
+                    "select distinct external_id from audit.applied_changes where run_id = ?", [row["run_id"]]
+                ).fetchall()
+            ]
+        finally:
+            con.close()
+        return {
+            key: value if isinstance(value, int | float | str | list) else str(value)
+            for key, value in row.items()
+        }
+
+    def stage_times(self, school_id: str, run_id: str) -> dict:
+        """Seconds per stage, from the task instances in Airflow's metadata DB."""
+        db = sqlite3.connect(Path(self.env["AIRFLOW_HOME"]) / "airflow.db")
+        rows = db.execute(
+            "select task_id, julianday(start_date), julianday(end_date) from task_instance "
+            "where dag_id = ? and run_id = ? and start_date is not null and end_date is not null",
+            [f"sis_sync__{school_id}", run_id],
+        ).fetchall()
+        db.close()
+        seconds = {task: (end - start) * 86400 for task, start, end in rows}
+        transform = [(start, end) for task, start, end in rows if task.startswith("transform.")]
+        return {
+            "sense": seconds.get("wait_for_file"),
+            "load": seconds.get("load_raw"),
+            "validate": seconds.get("validate"),
+            # The task group's span: its producer runs one `dbt build`, its watchers only read results.
+            "transform": (max(e for _, e in transform) - min(s for s, _ in transform)) * 86400
+            if transform
+            else None,
+            "guard": seconds.get("guard"),
+            "push": seconds.get("push"),
+            "finalize": seconds.get("finalize"),
+            "tasks": {task: round(value, 3) for task, value in sorted(seconds.items())},
+        }
+
+
+def store_counts(store_url: str, school_id: str) -> dict:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        by_status = dict(
+            conn.execute(
+                sa.text("select status, count(*) from users where school_id = :s group by status"),
+                {"s": school_id},
+            ).fetchall()
+        )
+        memberships = conn.execute(
+            sa.text("select count(*) from user_communities where school_id = :s"), {"s": school_id}
+        ).scalar_one()
+    engine.dispose()
+    return {
+        "active": by_status.get("active", 0),
+        "inactive": by_status.get("inactive", 0),
+        "memberships": memberships,
+    }
+
+
+def pandas_baseline(files: dict, runs: int, log_path: Path) -> list[dict]:
+    script = BENCH_DIR / "pandas_baseline.py"
+    results = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, str(script), str(files["week1"]), str(files["week2"]), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        with log_path.open("a") as log:
+            log.write(out.stderr)
+        results.append(json.loads(out.stdout))
+    return results
+
+
+def machine_facts() -> dict:
+    import psutil
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in line
+            ),
+            platform.processor(),
+        ),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "postgresql": "15 (throwaway cluster, fsync=off, synchronous_commit=off)",
+        "s3": "moto server on 127.0.0.1",
+    }
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def evaluate_targets(results: dict) -> dict:
+    targets = {}
+    need = ("e2e_s_1m_10pct", "e2e_s_10k", "duckdb_read_s_1m", "pandas_baseline_s_1m", "peak_rss_mb_1m")
+    if not all(key in results for key in need):
+        return {"note": "targets need the 10k and 1m sizes"}
+    growth = results["e2e_s_1m_10pct"] - results["e2e_s_10k"]
+    checks = {
+        "growth_vs_duckdb": (
+            growth,
+            8 * results["duckdb_read_s_1m"],
+            growth <= 8 * results["duckdb_read_s_1m"],
+        ),
+        "growth_vs_pandas": (
+            growth,
+            results["pandas_baseline_s_1m"],
+            growth < results["pandas_baseline_s_1m"],
+        ),
+        "fixed_cost": (results["e2e_s_10k"], 45, results["e2e_s_10k"] <= 45),
+        "peak_rss": (results["peak_rss_mb_1m"], 2048, results["peak_rss_mb_1m"] <= 2048),
+    }
+    for name, (value, limit, passed) in checks.items():
+        targets[name] = {
+            "rule": TARGET_TEXT[name],
+            "value": round(value, 3),
+            "limit": round(limit, 3),
+            "pass": bool(passed),
+        }
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "10k,100k,1m"))
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")))
+    parser.add_argument(
+        "--big-runs",
+        type=int,
+        default=int(os.environ.get("BENCH_BIG_RUNS", "1")),
+        help="e2e runs at 100k and 1m",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = [size.strip().lower() for size in args.sizes.split(",") if size.strip()]
+    unknown = [size for size in sizes if size not in SIZES]
+    if unknown:
+        parser.error(f"unknown size(s) {', '.join(unknown)}; choose from {', '.join(SIZES)}")
+
+    from pgserver import remove_server, start_server
+
+    from sisbridge import demo
+
+    # Figures of the other benchmarks (bench/schools.py) stay in the file.
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results: dict = {k: v for k, v in previous.items() if k.startswith(("schools_", "celery_"))}
+    results.update({"machine": machine_facts(), "sizes": sizes, "runs": {}})
+    workdir = Path(tempfile.mkdtemp(prefix="sisbridge-bench-"))
+    print(f"work dir: {workdir}", flush=True)
+    server = start_server()
+    started = time.perf_counter()
+    try:
+        with demo.local_s3() as endpoint_url:
+            bench = Bench(workdir, endpoint_url, server.url())
+            for size in sizes:
+                for n in range(args.runs if size == "10k" else args.big_runs):
+                    bench.add_school(f"bench_{size}_{n}")
+            bench.prepare()
+            for size in sizes:
+                users = SIZES[size]
+                t = time.perf_counter()
+                files = roster.ensure_rosters(DATA_DIR, users)
+                print(
+                    f"[{size}] rosters ready in {time.perf_counter() - t:.1f}s: {files['week1'].name}",
+                    flush=True,
+                )
+                truth = files["truth"]
+                per_size = {
+                    "file_mb": round(files["week1"].stat().st_size / 1e6, 1),
+                    "truth": {k: v for k, v in truth.items() if k != "external_ids"},
+                }
+                reads = duckdb_read(files["week1"], args.runs, workdir)
+                per_size["duckdb_read_s"] = reads
+                results[f"duckdb_read_s_{size}"] = median(reads)
+                print(f"[{size}] duckdb read_csv: {reads}", flush=True)
+                initial, weekly = [], []
+                for n in range(args.runs if size == "10k" else args.big_runs):
+                    school_id = f"bench_{size}_{n}"
+                    first = bench.sync(school_id, files["week1"])
+                    print(
+                        f"[{size}] {school_id} week 1: {first['seconds']:.1f}s {first['stages']['tasks']}",
+                        flush=True,
+                    )
+                    second = bench.sync(school_id, files["week2"])
+                    print(
+                        f"[{size}] {school_id} week 2: {second['seconds']:.1f}s {second['stages']['tasks']}",
+                        flush=True,
+                    )
+                    pushed = set(second["run"].pop("pushed_ids"))
+                    first["run"].pop("pushed_ids")
+                    second["pushed_vs_truth"] = {
+                        "pushed_not_changed": len(pushed - set(truth["external_ids"])),
+                        "changed_not_pushed": len(set(truth["external_ids"]) - pushed),
+                    }
+                    second["store"] = store_counts(server.url(), school_id)
+                    initial.append(first)
+                    weekly.append(second)
+                per_size["initial"], per_size["week2"] = initial, weekly
+                results["runs"][size] = per_size
+                results[f"e2e_s_{size}"] = median([r["seconds"] for r in initial])
+                results[f"e2e_s_{size}_initial"] = results[f"e2e_s_{size}"]
+                results[f"e2e_s_{size}_10pct"] = median([r["seconds"] for r in weekly])
+                results[f"pushed_rows_{size}_10pct"] = weekly[0]["run"]["pushed_users"]
+                results[f"users_changed_{size}_10pct"] = truth["users_that_changed"]
+                results[f"peak_rss_mb_{size}"] = round(
+                    max(max(r["ru_maxrss_mb"], r["tree_peak_mb"]) for r in initial + weekly), 1
+                )
+                for stage in ("load", "validate", "transform", "guard", "push"):
+                    results[f"{stage}_s_{size}"] = median([r["stages"][stage] for r in initial])
+                    results[f"{stage}_s_{size}_10pct"] = median([r["stages"][stage] for r in weekly])
+                results[f"push_s_{size}_initial"] = results[f"push_s_{size}"]
+                if size == "1m":
+                    baseline = pandas_baseline(files, args.runs, bench.log_path)
+                    per_size["pandas_baseline"] = baseline
+                    results["pandas_baseline_s_1m"] = median([r["seconds"] for r in baseline])
+                    results["pandas_baseline_changed_users_1m"] = baseline[0]["changed_users"]
+                    print(f"[1m] pandas baseline: {[round(r['seconds'], 2) for r in baseline]}", flush=True)
+                args.out.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    finally:
+        remove_server(server)
+    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    results["notes"] = [
+        f"10k figures are medians of {args.runs} runs; 100k and 1m e2e figures of {args.big_runs} "
+        f"run(s) each (a 1M run takes minutes on this 2-core machine); duckdb_read and pandas figures "
+        f"are medians of {args.runs} runs.",
+        "e2e_s_<size> is the wall time of `sisbridge sync` (a fresh process: imports, DAG parse, dag.test, "
+        "push into PostgreSQL) on week 1 into an empty store; e2e_s_<size>_10pct is the following week.",
+        "Stage times are Airflow task-instance durations of the week-1 runs (_10pct: week 2); load includes "
+        "the S3 download, push includes the dbt snapshot, transform is the dbt task group's span.",
+        "peak_rss_mb is the larger of ru_maxrss of the sync process and the sampled RSS sum of its "
+        "process tree (moto and PostgreSQL run outside that tree).",
+        "pushed_rows_<size>_10pct counts distinct users in audit.applied_changes of the week-2 run; "
+        "users_changed_<size>_10pct is the generator's truth.",
+    ]
+    results["targets"] = evaluate_targets(results)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    if os.environ.get("BENCH_KEEP") != "1":  # keep dbt's run_results.json and the logs for profiling
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("runs",)}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,430 @@
+"""Many schools at once (`make bench-schools`): 20 schools of 20k users under a real Airflow scheduler.
+
+Starts a throwaway PostgreSQL 15 (Airflow's metadata DB and the user store), moto's S3 server, and
+Airflow's scheduler, dag-processor, triggerer and api-server with LocalExecutor (or CeleryExecutor with
+`--executor celery`: a local redis-server and two Celery workers). It first times single runs of extra
+schools alone, then uploads a roster for each of the 20 schools and triggers all 20 through the REST
+API at once. Merges `schools_*` (or `celery_*`) figures into bench/results.json.
+
+    .venv/bin/python bench/schools.py [--schools 20] [--rows 20000] [--executor local|celery]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "bench"
+DATA_DIR = BENCH_DIR / "data"
+RESULTS = BENCH_DIR / "results.json"
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import roster  # noqa: E402
+
+LOCK_ERRORS = ("Could not set lock on file", "Conflicting lock is held", "database is locked")
+FINISHED = ("success", "failed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, what: str, timeout: float, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Stack:
+    """The Airflow services (and, for Celery, redis and the workers), each a child process we own."""
+
+    def __init__(self, workdir: Path, env: dict) -> None:
+        self.workdir, self.env, self.procs = workdir, env, {}
+
+    def start(self, name: str, args: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("w")
+        # A new session per service, so that stopping it also stops the task processes it started.
+        self.procs[name] = subprocess.Popen(
+            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+
+    def check_alive(self) -> None:
+        dead = [name for name, proc in self.procs.items() if proc.poll() is not None]
+        if dead:
+            raise SystemExit(f"{', '.join(dead)} exited; see the logs in {self.workdir}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Api:
+    """Airflow's REST API (v2); the simple auth manager lets everyone in as admin on this local stack."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v2{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def healthy(self) -> bool:
+        try:
+            return self.call("GET", "/monitor/health")["metadatabase"]["status"] == "healthy"
+        except OSError:
+            return False
+
+    def trigger(self, dag_id: str) -> str:
+        run = self.call(
+            "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {"interactive_approval": False}}
+        )
+        return run["dag_run_id"]
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}")
+
+
+def create_databases(url: str, names: list[str]) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'create database "{name}"'))
+    engine.dispose()
+
+
+def parsed_dags(metadata_url: str, dag_ids: list[str]) -> bool:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("select dag_id from dag where dag_id = any(:ids) and not is_paused"), {"ids": dag_ids}
+            ).fetchall()
+    except sa.exc.ProgrammingError:
+        return False
+    finally:
+        engine.dispose()
+    return len(rows) == len(dag_ids)
+
+
+def run_durations(metadata_url: str, runs: dict[str, str]) -> dict[str, dict]:
+    """Start, end and state of each DAG run, from the metadata DB."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(metadata_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "select dag_id, run_id, state, extract(epoch from start_date), extract(epoch from end_date), "
+                "extract(epoch from queued_at) from dag_run where run_id = any(:runs)"
+            ),
+            {"runs": list(runs.values())},
+        ).fetchall()
+        tasks = dict(
+            conn.execute(
+                sa.text(
+                    "select dag_id, count(*) from task_instance where run_id = any(:runs) group by dag_id"
+                ),
+                {"runs": list(runs.values())},
+            ).fetchall()
+        )
+    engine.dispose()
+    return {
+        dag_id: {
+            "state": state,
+            "start": float(start) if start else None,
+            "end": float(end) if end else None,
+            "queued": float(queued) if queued else None,
+            "seconds": float(end - start) if start and end else None,
+            "task_instances": tasks.get(dag_id, 0),
+        }
+        for dag_id, run_id, state, start, end, queued in rows
+        if runs.get(dag_id) == run_id
+    }
+
+
+def wait_runs(api: Api, stack: Stack, runs: dict[str, str], timeout: float) -> None:
+    def all_finished() -> bool:
+        stack.check_alive()
+        return all(api.run(dag_id, run_id)["state"] in FINISHED for dag_id, run_id in runs.items())
+
+    wait_for(all_finished, f"{len(runs)} DAG runs to finish", timeout, interval=5)
+
+
+def warehouse_status(home: Path, school_id: str) -> dict:
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse" / f"{school_id}.duckdb"), read_only=True)
+    try:
+        status, creates = con.execute(
+            "select status, creates from audit.sync_runs order by started_at desc limit 1"
+        ).fetchone()
+    finally:
+        con.close()
+    return {"status": status, "creates": creates}
+
+
+def store_snapshot(store_url: str) -> dict:
+    """Per school: user count, and a checksum of users and memberships (to compare two executors)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        users = conn.execute(
+            sa.text(
+                "select school_id, count(*), md5(string_agg(concat_ws('|', external_id, email, first_name, "
+                "last_name, user_type, graduation_year, status, email_opt_out), ',' order by external_id)) "
+                "from users group by school_id"
+            )
+        ).fetchall()
+        memberships = dict(
+            conn.execute(
+                sa.text(
+                    "select school_id, md5(string_agg(concat_ws('|', external_id, community_group, "
+                    "community), ',' order by external_id, community_group, community)) "
+                    "from user_communities group by school_id"
+                )
+            ).fetchall()
+        )
+    engine.dispose()
+    return {
+        school: {"users": count, "users_md5": digest, "memberships_md5": memberships.get(school)}
+        for school, count, digest in users
+    }
+
+
+def lock_errors(workdir: Path) -> list[str]:
+    """Lines of any log (services and task logs) that report a DuckDB or database lock conflict."""
+    hits = []
+    for path in workdir.rglob("*.log"):
+        with path.open(errors="replace") as handle:
+            hits += [
+                f"{path.name}: {line.strip()[:200]}" for line in handle if any(e in line for e in LOCK_ERRORS)
+            ]
+    return hits
+
+
+def start_redis(workdir: Path, stack: Stack) -> str:
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise SystemExit("redis-server is not installed: apt-get install redis-server (see docs/scaling.md)")
+    port = free_port()
+    stack.start(
+        "redis", [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
+    )
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schools", type=int, default=int(os.environ.get("BENCH_SCHOOLS", "20")))
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_SCHOOL_ROWS", "20000")))
+    parser.add_argument("--singles", type=int, default=2, help="extra schools timed alone, one after another")
+    parser.add_argument("--executor", choices=("local", "celery"), default="local")
+    parser.add_argument("--parallelism", type=int, default=8, help="Airflow's [core] parallelism")
+    parser.add_argument("--timeout", type=float, default=3600)
+    args = parser.parse_args(argv)
+    prefix = "schools" if args.executor == "local" else "celery"
+
+    from pgserver import remove_server, start_server
+
+    from sisbridge import demo
+    from sisbridge.cli import ensure_dbt_manifest
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"sisbridge-bench-{prefix}-"))
+    print(f"work dir: {workdir}", flush=True)
+    school_ids = [f"bsch_{n:02d}" for n in range(1, args.schools + 1)]
+    single_ids = [f"bsch_single_{n}" for n in range(1, args.singles + 1)]
+    schools_dir = workdir / "schools"
+    schools_dir.mkdir()
+    for school_id in school_ids + single_ids:
+        (schools_dir / f"{school_id}.yaml").write_text(roster.school_yaml(school_id))
+    files = {
+        school_id: roster.ensure_rosters(DATA_DIR, args.rows, seed=1000 + n)["week1"]
+        for n, school_id in enumerate(school_ids + single_ids)
+    }
+    ensure_dbt_manifest()
+
+    server = start_server()
+    create_databases(server.url(), ["airflow", "userstore"])
+    metadata_url = server.url("airflow").replace("postgresql://", "postgresql+psycopg2://")
+    store_url = server.url("userstore")
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "SISBRIDGE_HOME": str(workdir / "home"),
+        "SISBRIDGE_SCHOOLS_DIR": str(schools_dir),
+        "SISBRIDGE_SENSOR_TIMEOUT_HOURS": "1",
+        "AIRFLOW_HOME": str(workdir / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if args.executor == "local" else "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        # The throwaway cluster allows 50 connections: keep each service's pool small.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW_CONN_UCONNECT_USER_STORE": store_url,
+        "DO_NOT_TRACK": "1",
+    }
+    stack = Stack(workdir, env)
+    results: dict = {}
+    try:
+        with demo.local_s3() as endpoint_url:
+            s3 = demo.s3_client(endpoint_url)
+            for school_id in school_ids + single_ids:
+                env[f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}"] = demo.aws_connection_uri(endpoint_url)
+                demo.create_bucket(s3, f"bench-{school_id.replace('_', '-')}")
+            if args.executor == "celery":
+                broker = start_redis(workdir, stack)
+                env["AIRFLOW__CELERY__BROKER_URL"] = broker
+                env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + server.url("airflow")
+                env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(max(1, args.parallelism // 2))
+            subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            airflow = [sys.executable, "-m", "airflow"]
+            for service in ("scheduler", "dag-processor", "triggerer", "api-server"):
+                stack.start(service, [*airflow, service])
+            if args.executor == "celery":
+                for n in (1, 2):
+                    stack.start(
+                        f"celery-worker-{n}",
+                        [*airflow, "celery", "worker", "--celery-hostname", f"worker{n}@%h"],
+                    )
+            api = Api(f"http://127.0.0.1:{api_port}")
+            wait_for(lambda: stack.check_alive() or api.healthy(), "the api-server", 300)
+            dag_ids = {school_id: f"sis_sync__{school_id}" for school_id in school_ids + single_ids}
+            started = time.monotonic()
+            wait_for(
+                lambda: parsed_dags(metadata_url, list(dag_ids.values())), "the DAGs to be parsed", 600, 5
+            )
+            print(f"services up, {len(dag_ids)} DAGs parsed in {time.monotonic() - started:.0f}s", flush=True)
+
+            singles = {}
+            for school_id in single_ids:
+                s3.upload_file(str(files[school_id]), f"bench-{school_id.replace('_', '-')}", "roster.csv")
+                run = {dag_ids[school_id]: api.trigger(dag_ids[school_id])}
+                wait_runs(api, stack, run, args.timeout)
+                singles.update(run_durations(metadata_url, run))
+                print(f"single {school_id}: {singles[dag_ids[school_id]]}", flush=True)
+
+            for school_id in school_ids:
+                s3.upload_file(str(files[school_id]), f"bench-{school_id.replace('_', '-')}", "roster.csv")
+            together = {}
+            triggered_at = time.time()
+            for school_id in school_ids:
+                together[dag_ids[school_id]] = api.trigger(dag_ids[school_id])
+            trigger_s = time.time() - triggered_at
+            print(f"triggered {len(together)} runs in {trigger_s:.2f}s", flush=True)
+            wait_runs(api, stack, together, args.timeout)
+            runs = run_durations(metadata_url, together)
+
+            statuses = {school_id: warehouse_status(workdir / "home", school_id) for school_id in school_ids}
+            store = store_snapshot(store_url)
+            single_s = [run["seconds"] for run in singles.values()]
+            wall = max(run["end"] for run in runs.values()) - triggered_at
+            results = {
+                f"{prefix}_count": args.schools,
+                f"{prefix}_rows_per_school": args.rows,
+                f"{prefix}_executor": env["AIRFLOW__CORE__EXECUTOR"],
+                f"{prefix}_parallelism": args.parallelism,
+                f"{prefix}_wall_s": round(wall, 1),
+                f"{prefix}_single_run_s": [round(s, 1) for s in single_s],
+                f"{prefix}_sum_s": round(statistics.median(single_s) * args.schools, 1),
+                f"{prefix}_sum_of_concurrent_runs_s": round(
+                    sum(run["seconds"] or 0 for run in runs.values()), 1
+                ),
+                f"{prefix}_trigger_s": round(trigger_s, 2),
+                f"{prefix}_all_succeeded": all(run["state"] == "success" for run in runs.values())
+                and all(status["status"] == "succeeded" for status in statuses.values()),
+                f"{prefix}_run_states": sorted({run["state"] for run in runs.values()}),
+                f"{prefix}_audit_statuses": sorted({status["status"] for status in statuses.values()}),
+                f"{prefix}_task_instances_per_run": max(run["task_instances"] for run in runs.values()),
+                f"{prefix}_lock_errors": lock_errors(workdir),
+                f"{prefix}_store_users": sum(store[s]["users"] for s in school_ids if s in store),
+                f"{prefix}_store_checksums": {s: store.get(s) for s in school_ids},
+                f"{prefix}_load_average_after": [round(x, 2) for x in os.getloadavg()],
+            }
+            results[f"{prefix}_target"] = {
+                "rule": f"{prefix}_wall_s <= 0.75 x {prefix}_sum_s",
+                "value": results[f"{prefix}_wall_s"],
+                "limit": round(0.75 * results[f"{prefix}_sum_s"], 1),
+                "pass": results[f"{prefix}_wall_s"] <= 0.75 * results[f"{prefix}_sum_s"],
+            }
+            results[f"{prefix}_note"] = (
+                f"{prefix}_sum_s is {args.schools} x the median of {len(single_s)} single runs of other "
+                "schools (same size), each run alone under the same services; wall is from the first "
+                "trigger to the "
+                "last run's end."
+            )
+    finally:
+        stack.stop()
+        remove_server(server)
+    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if prefix == "celery" and "schools_store_checksums" in merged and results:
+        # The same files under both executors must leave the same store.
+        results["celery_store_identical_to_local"] = (
+            results["celery_store_checksums"] == merged["schools_store_checksums"]
+        )
+    merged.update(results)
+    RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+    print(
+        json.dumps({k: v for k, v in results.items() if not k.endswith("_checksums")}, indent=2, default=str)
+    )
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if results.get(f"{prefix}_all_succeeded") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
