@@ -41,8 +41,12 @@ format: install ## Apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install ## Benchmarks: writes bench/results.json (takes minutes)
+bench: install ## Benchmarks: 10k/100k/1M rosters end to end into bench/results.json (BENCH_SIZES=10k,100k)
 	$(BIN)/python bench/run.py
+
+.PHONY: bench-schools
+bench-schools: install ## 20 schools x 20k rows at once under a real scheduler (LocalExecutor, PostgreSQL)
+	$(BIN)/python bench/schools.py --executor local
 
 docs: install ## Build the dbt docs (lineage) into site/dbt-docs/
 	$(BIN)/python -c "from pathlib import Path; from sisbridge.transform import build_docs; print(build_docs(Path('site/dbt-docs')))"
