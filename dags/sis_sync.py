@@ -152,7 +152,7 @@ def build_dag(school):
             body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['body'] }}}}",
             defaults=ApprovalOperator.REJECT,  # what an unanswered request becomes after the timeout
             response_timeout=timedelta(hours=school.approval_timeout_hours),
-            notifiers=[spec.build() for spec in school.notifiers],
+            notifiers=[guards.ReviewRequestNotifier(school)],
         )
 
         @task(retry_exponential_backoff=True, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)

@@ -134,7 +134,11 @@ def cmd_rollback(args) -> int:
         except userstore.RollbackRefused as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
-    print(f"rolled back {args.run} of {school.school_id}: {result}")
+    print(
+        f"rolled back run {args.run} of {school.school_id}: {result['restored']} users restored, "
+        f"{result['recreated']} recreated, {result['removed']} removed; "
+        f"audit row {result['rollback_run_id']} (the run is now rolled_back)"
+    )
     return 0
 
 

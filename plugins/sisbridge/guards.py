@@ -275,11 +275,10 @@ STALE_XCOM_FIELD = "stale_file"
 ALERT_CONTEXT_KEY = "sisbridge_alert"
 
 
-class StaleFileNotifier(BaseNotifier):
-    """Task callback of `finalize`: when the run found the school's file stale, log it and notify.
+class _SchoolAlert(BaseNotifier):
+    """Calls the school's configured notifiers (`notifiers:` in its YAML, e.g. Slack's or SMTP's).
 
-    The school's configured notifiers (`notifiers:` in its YAML, e.g. Slack's or SMTP's) are called
-    with the same context plus `sisbridge_alert`, the message, for their templates.
+    They get the task's context plus `sisbridge_alert`, the message, for their templates.
     """
 
     def __init__(self, school: SchoolConfig):
@@ -287,15 +286,28 @@ class StaleFileNotifier(BaseNotifier):
         self.school_id = school.school_id
         self.notifiers = [spec.build() for spec in school.notifiers]
 
-    def notify(self, context) -> None:
-        summary = context["ti"].xcom_pull(task_ids=context["ti"].task_id) or {}
-        message = summary.get(STALE_XCOM_FIELD)
-        if not message:
-            return
-        self.log.warning("Stale file: %s", message)
+    def alert(self, context, message: str) -> None:
+        self.log.warning("%s", message)
         context[ALERT_CONTEXT_KEY] = message
         for notifier in self.notifiers:
             notifier(context)
+
+
+class StaleFileNotifier(_SchoolAlert):
+    """Success callback of `finalize`: when the run found the school's file stale, log it and alert."""
+
+    def notify(self, context) -> None:
+        summary = context["ti"].xcom_pull(task_ids=context["ti"].task_id) or {}
+        if summary.get(STALE_XCOM_FIELD):
+            self.alert(context, f"Stale file: {summary[STALE_XCOM_FIELD]}")
+
+
+class ReviewRequestNotifier(_SchoolAlert):
+    """Notifier of the approval task: tells the school's channels that a held run waits for a reviewer."""
+
+    def notify(self, context) -> None:
+        task = context["task"]
+        self.alert(context, f"Run {context['run_id']} is waiting for a reviewer: {task.subject}")
 
 
 def approval_request(school: SchoolConfig, run_id: str, counts: ChangeCounts, reasons, links: dict) -> dict:

@@ -138,6 +138,9 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     from sisbridge import reports, transform
 
     school = school_config(school_id)
+    # The transform ran dbt in this process; its DuckDB handle would keep the file locked (and make a
+    # read-only open fail) for a run that ends here, which never reaches the snapshot that closes it.
+    transform._release_warehouse()
     with audit.warehouse(school_id) as con:
         transform.record_transform_findings(con, run_id)
         rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
