@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -324,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [size.strip().lower() for size in args.sizes.split(",") if size.strip()]
     unknown = [size for size in sizes if size not in SIZES]
     if unknown:

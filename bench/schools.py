@@ -164,6 +164,13 @@ def run_durations(metadata_url: str, runs: dict[str, str]) -> dict[str, dict]:
                 {"runs": list(runs.values())},
             ).fetchall()
         )
+        per_task = conn.execute(
+            sa.text(
+                "select dag_id, run_id, task_id, extract(epoch from end_date - start_date) "
+                "from task_instance where run_id = any(:runs) and end_date is not null"
+            ),
+            {"runs": list(runs.values())},
+        ).fetchall()
     engine.dispose()
     return {
         dag_id: {
@@ -173,10 +180,31 @@ def run_durations(metadata_url: str, runs: dict[str, str]) -> dict[str, dict]:
             "queued": float(queued) if queued else None,
             "seconds": float(end - start) if start and end else None,
             "task_instances": tasks.get(dag_id, 0),
+            "task_seconds": {
+                task_id: float(seconds)
+                for task_dag, task_run, task_id, seconds in per_task
+                if task_dag == dag_id and task_run == run_id
+            },
         }
         for dag_id, run_id, state, start, end, queued in rows
         if runs.get(dag_id) == run_id
     }
+
+
+def task_medians(runs) -> dict:
+    """Median seconds per task (the dbt watcher tasks summed as one line), over the given runs."""
+    by_task: dict[str, list[float]] = {}
+    for run in runs:
+        watchers = [
+            seconds
+            for task, seconds in run["task_seconds"].items()
+            if task.startswith("transform.") and "producer" not in task
+        ]
+        by_task.setdefault(f"transform watchers (sum of {len(watchers)})", []).append(sum(watchers))
+        for task, seconds in run["task_seconds"].items():
+            if not (task.startswith("transform.") and "producer" not in task):
+                by_task.setdefault(task, []).append(seconds)
+    return {task: round(statistics.median(values), 2) for task, values in sorted(by_task.items())}
 
 
 def wait_runs(api: Api, stack: Stack, runs: dict[str, str], timeout: float) -> None:
@@ -260,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=8, help="Airflow's [core] parallelism")
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)
+    # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     prefix = "schools" if args.executor == "local" else "celery"
 
     from pgserver import remove_server, start_server
@@ -371,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
 
             statuses = {school_id: warehouse_status(workdir / "home", school_id) for school_id in school_ids}
             store = store_snapshot(store_url)
+            raw = {"runs": runs, "singles": singles, "statuses": statuses, "store": store}
+            (workdir / "raw.json").write_text(json.dumps({**raw, "triggered_at": triggered_at}, default=str))
             single_s = [run["seconds"] for run in singles.values()]
             wall = max(run["end"] for run in runs.values()) - triggered_at
             results = {
@@ -390,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{prefix}_run_states": sorted({run["state"] for run in runs.values()}),
                 f"{prefix}_audit_statuses": sorted({status["status"] for status in statuses.values()}),
                 f"{prefix}_task_instances_per_run": max(run["task_instances"] for run in runs.values()),
+                f"{prefix}_task_seconds_median": task_medians(runs.values()),
+                f"{prefix}_single_task_seconds": task_medians(singles.values()),
                 f"{prefix}_lock_errors": lock_errors(workdir),
                 f"{prefix}_store_users": sum(store[s]["users"] for s in school_ids if s in store),
                 f"{prefix}_store_checksums": {s: store.get(s) for s in school_ids},
