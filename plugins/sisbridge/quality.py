@@ -6,7 +6,10 @@ GX's SQL datasource fails on DuckDB, so the suites validate narrow pandas frames
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -418,52 +421,91 @@ def _rows_in_file(con, loaded: int) -> int:
 
 
 def check_file(path: Path, school: SchoolConfig, out_dir: Path | None) -> int:
-    """Parse and check one file in a throwaway warehouse; print a summary; 0 accepted, 1 rejected."""
-    import duckdb
+    """Parse and check one file in a throwaway warehouse; print a summary; 0 accepted, 1 rejected.
 
-    from sisbridge import loading, reports
-
+    It runs the pipeline's own stages (loader, GX gate, and the dbt models whose warnings cover
+    graduation, user types and communities) against a temporary home, so nothing else is touched.
+    """
     path = Path(path)
-    run_id = "check"
-    meta = {"file_key": path.name, "file_sha256": _sha256(path), "file_bytes": path.stat().st_size}
-    with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp:
-        con = duckdb.connect(str(Path(tmp) / "check.duckdb"))
-        try:
-            audit.ensure_schema(con)
-            audit.upsert_run(con, run_id, school_id=school.school_id, started_at=audit.utcnow(), **meta)
-            loaded = loading.load_file(path, school, con, file_name=path.name, run_id=run_id, file_meta=meta)
-            audit.record_findings(con, run_id, "load", loaded.findings)
-            audit.upsert_run(
-                con,
-                run_id,
-                file_encoding=loaded.encoding,
-                rows_in_file=loaded.rows_in_file,
-                header_columns=list(loaded.header),
-            )
-            if loaded.rejected:
-                result = None
-                file_errors = [f for f in loaded.findings if f.severity == "error"]
-            else:
-                result = validate(con, school, run_id, report_dir=out_dir)
-                file_errors = list(result.file_errors)
-            accepted = not file_errors
-            rows_accepted = loaded.rows_in_file - result.rows_rejected if accepted else 0
-            reason = "; ".join(f.message for f in file_errors) or "accepted; sisbridge check pushes nothing"
-            audit.upsert_run(
-                con,
-                run_id,
-                status="dry_run" if accepted else "rejected",
-                status_reason=reason,
-                rows_accepted=rows_accepted,
-                finished_at=audit.utcnow(),
-            )
-            findings = audit.findings_of_run(con, run_id)
-            if out_dir is not None:
-                reports.write_reports(con, school, run_id, Path(out_dir))
-        finally:
-            con.close()
+    with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp, _temporary_home(Path(tmp)):
+        loaded, result, accepted, findings = _check_in_warehouse(path, school, out_dir)
+    rows_accepted = loaded.rows_in_file - result.rows_rejected if accepted else 0
     print(_check_summary(path, school, loaded, result, rows_accepted, findings, out_dir))
     return 0 if accepted else 1
+
+
+@contextlib.contextmanager
+def _temporary_home(home: Path):
+    # DBT_QUIET: a school running `sisbridge check` wants the verdict, not dbt's progress lines.
+    values = {"SISBRIDGE_HOME": str(home), "DBT_QUIET": "true"}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _check_in_warehouse(path: Path, school: SchoolConfig, out_dir: Path | None):
+    from sisbridge import loading, reports, transform
+
+    run_id = "check"
+    meta = {"file_key": path.name, "file_sha256": _sha256(path), "file_bytes": path.stat().st_size}
+    result = None
+    with audit.warehouse(school.school_id) as con:
+        audit.upsert_run(con, run_id, school_id=school.school_id, started_at=audit.utcnow(), **meta)
+        loaded = loading.load_file(path, school, con, file_name=path.name, run_id=run_id, file_meta=meta)
+        audit.record_findings(con, run_id, "load", loaded.findings)
+        audit.upsert_run(
+            con,
+            run_id,
+            file_encoding=loaded.encoding,
+            rows_in_file=loaded.rows_in_file,
+            header_columns=list(loaded.header),
+        )
+        if loaded.rejected:
+            file_errors = [f for f in loaded.findings if f.severity == "error"]
+        else:
+            result = validate(con, school, run_id, report_dir=out_dir)
+            file_errors = list(result.file_errors)
+            if not file_errors:
+                transform.write_config_tables(con, school)
+    accepted = not file_errors
+    if accepted:
+        transform.run_build(school, run_id)
+    with audit.warehouse(school.school_id) as con:
+        if accepted:
+            transform.record_transform_findings(con, run_id)
+            # A check knows nothing of what was applied before, so it has no change set to report.
+            con.execute("drop table if exists marts.user_changes")
+            result = dataclasses.replace(result, rows_warned=rows_warned(con, run_id))
+        reason = "; ".join(f.message for f in file_errors) or "accepted; sisbridge check pushes nothing"
+        audit.upsert_run(
+            con,
+            run_id,
+            status="dry_run" if accepted else "rejected",
+            status_reason=reason,
+            rows_accepted=loaded.rows_in_file - result.rows_rejected if accepted else 0,
+            rows_warned=result.rows_warned if result else 0,
+            finished_at=audit.utcnow(),
+        )
+        findings = audit.findings_of_run(con, run_id)
+        if out_dir is not None:
+            reports.write_reports(con, school, run_id, Path(out_dir))
+    return loaded, result, accepted, findings
+
+
+def rows_warned(con, run_id: str) -> int:
+    """Data lines of a run with at least one warning (header-level warnings are not rows)."""
+    return con.execute(
+        "select count(distinct line_number) from audit.rejected_rows "
+        "where run_id = ? and severity = 'warning' and line_number > 1",
+        [run_id],
+    ).fetchone()[0]
 
 
 def _sha256(path: Path) -> str:

@@ -160,3 +160,31 @@ def test_a_real_school_data_sync_export_passes_with_a_header_mapping(capsys):
     out = capsys.readouterr().out
     assert "encoding utf-8; 8 data records: 8 accepted, 0 rejected, 0 with warnings" in out
     assert "unknown_column (warning): 5" in out
+
+
+def test_check_runs_the_dbt_stage_and_reports_its_warnings(tmp_path, capsys):
+    school = SchoolConfig.model_validate(
+        {
+            "school_id": "tester",
+            "name": "Tester University",
+            "s3": {"bucket": "uconnect-sis-tester", "key": "roster.csv", "aws_conn_id": "sis_s3_tester"},
+            "user_types": {"Undergraduate": "Undergraduate Students"},
+            "communities": [{"column": "PROGRAM", "group": "Careers", "values": {"Econ": "Business"}}],
+        }
+    )
+    path = write(
+        tmp_path,
+        "FIRST_NAME,LAST_NAME,EMAIL,GRADUATION,STAKEHOLDERS,PROGRAM\r\n"
+        "Ada,Lovelace,ada@example.edu,2025-09-01,Undergraduate,Econ\r\n"
+        "Alan,Turing,alan@example.edu,someday,Undergraduate,Econ;Poetry\r\n",
+    )
+    out = tmp_path / "out"
+
+    assert quality.check_file(path, school, out) == 0
+
+    assert [(row[0], row[3], row[6]) for row in findings_rows(out)] == [
+        ("3", "community_unmapped", "Poetry"),
+        ("3", "graduation_unparseable", "someday"),
+    ]
+    assert "1 with warnings" in capsys.readouterr().out
+    assert not (out / "changes.csv").exists()
