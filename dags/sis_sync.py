@@ -71,6 +71,19 @@ def _producer_first(group) -> None:
             producer >> model_task
 
 
+def _review(context) -> dict | None:
+    """The reviewer's answer to this run's approval request (None when nobody was asked)."""
+    from uuid import UUID
+
+    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
+
+    ti_id = context["ti"].xcom_pull(task_ids="approve", key=guards.REVIEW_TI_XCOM_KEY)
+    if not ti_id:
+        return None
+    detail = get_hitl_detail_content_detail(UUID(ti_id))
+    return detail.model_dump(mode="json") if detail.response_received else None
+
+
 def build_dag(school):
     school_id = school.school_id
 
@@ -159,7 +172,7 @@ def build_dag(school):
         def push(**context):
             from sisbridge.userstore import PermanentStoreError
 
-            review = context["ti"].xcom_pull(task_ids="approve")
+            review = _review(context)
             try:
                 return pipeline.push(school_id, context["run_id"], review=review).as_xcom()
             except PermanentStoreError as exc:
@@ -169,7 +182,7 @@ def build_dag(school):
             trigger_rule=TriggerRule.ALL_DONE, retries=0, on_success_callback=guards.StaleFileNotifier(school)
         )
         def finalize(**context):
-            review = context["ti"].xcom_pull(task_ids="approve")
+            review = _review(context)
             summary = pipeline.finalize(school_id, context["run_id"], review=review)
             if summary["status"] == "failed":
                 raise AirflowFailException(f"run failed: {summary['status_reason']}")

@@ -302,12 +302,19 @@ class StaleFileNotifier(_SchoolAlert):
             self.alert(context, f"Stale file: {summary[STALE_XCOM_FIELD]}")
 
 
+REVIEW_TI_XCOM_KEY = "review_task_instance"
+
+
 class ReviewRequestNotifier(_SchoolAlert):
-    """Notifier of the approval task: tells the school's channels that a held run waits for a reviewer."""
+    """Notifier of the approval task: tells the school's channels that a held run waits for a reviewer.
+
+    It also records the approval task instance's id in XCom: a Reject skips `push` and leaves no return
+    value, so `finalize` reads the reviewer's answer from that task instance's Human-in-the-loop detail.
+    """
 
     def notify(self, context) -> None:
-        task = context["task"]
-        self.alert(context, f"Run {context['run_id']} is waiting for a reviewer: {task.subject}")
+        context["ti"].xcom_push(key=REVIEW_TI_XCOM_KEY, value=str(context["ti"].id))
+        self.alert(context, f"Run {context['run_id']} is waiting for a reviewer: {context['task'].subject}")
 
 
 def approval_request(school: SchoolConfig, run_id: str, counts: ChangeCounts, reasons, links: dict) -> dict:
