@@ -257,6 +257,14 @@ def pandas_baseline(files: dict, runs: int, log_path: Path) -> list[dict]:
     return results
 
 
+def write_results(path: Path, results: dict) -> None:
+    """Write our figures, keeping those of the other benchmarks (schools, parse) already in the file."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged = {k: v for k, v in merged.items() if k.startswith(("schools_", "celery_", "parse_"))}
+    merged.update(results)
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+
+
 def machine_facts() -> dict:
     import psutil
 
@@ -336,10 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sisbridge import demo
 
-    # Figures of the other benchmarks (bench/schools.py) stay in the file.
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results: dict = {k: v for k, v in previous.items() if k.startswith(("schools_", "celery_"))}
-    results.update({"machine": machine_facts(), "sizes": sizes, "runs": {}})
+    results: dict = {"machine": machine_facts(), "sizes": sizes, "runs": {}}
     workdir = Path(tempfile.mkdtemp(prefix="sisbridge-bench-"))
     print(f"work dir: {workdir}", flush=True)
     server = start_server()
@@ -410,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["pandas_baseline_s_1m"] = median([r["seconds"] for r in baseline])
                     results["pandas_baseline_changed_users_1m"] = baseline[0]["changed_users"]
                     print(f"[1m] pandas baseline: {[round(r['seconds'], 2) for r in baseline]}", flush=True)
-                args.out.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+                write_results(args.out, results)
     finally:
         remove_server(server)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
@@ -428,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "users_changed_<size>_10pct is the generator's truth.",
     ]
     results["targets"] = evaluate_targets(results)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    write_results(args.out, results)
     if os.environ.get("BENCH_KEEP") != "1":  # keep dbt's run_results.json and the logs for profiling
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({k: v for k, v in results.items() if k not in ("runs",)}, indent=2, default=str))
