@@ -1,0 +1,263 @@
+"""The bad-input campaign: whatever a school uploads, `sisbridge check` and the loader answer calmly.
+
+Every input must be accepted, or rejected with at least one error that says why; nothing may raise.
+Files that the checks reject are then run through the DAG's own stages (load, validate, and only if
+those pass: transform, guard, push) against a seeded store, which must not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sisbridge import audit, cli, demo, loading, pipeline, transform, userstore
+from sisbridge.config import load_school, warehouse_path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+SCHOOL = load_school(PROJECT_ROOT / "tests" / "data" / "schools" / "northwind.yaml")
+HEADER = ["FIRST_NAME", "LAST_NAME", "EMAIL", "GRADUATION", "STAKEHOLDERS", "PROGRAM", "AFFINITY"]
+NAUGHTY = json.loads((FIXTURES / "naughty-strings" / "blns.json").read_text(encoding="utf-8"))
+FIXTURE_FILES = sorted(path for path in FIXTURES.rglob("*") if path.is_file())
+VERDICT = re.compile(r"^(?P<name>.+): (?P<verdict>ACCEPTED|REJECTED)$")
+ERROR_COUNT = re.compile(r"^\d+ findings?: (?P<errors>\d+) errors?, \d+ warnings?$")
+CAMPAIGN = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def valid_roster(count: int = 20) -> bytes:
+    return demo.roster_csv(SCHOOL, demo.demo_users(SCHOOL, count), bad_rows=False)
+
+
+def csv_bytes(rows: list[list[str]], header: list[str] = HEADER) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows([header, *rows])
+    return buffer.getvalue().encode("utf-8")
+
+
+def run_check(path: Path) -> tuple[int, str]:
+    """`sisbridge check FILE --school northwind`, as a user runs it; returns exit code and output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["check", str(path), "--school", SCHOOL.school_id])
+    return code, out.getvalue() + err.getvalue()
+
+
+def assert_answered(path: Path) -> bool:
+    """Check the file and the loader; return True when it was accepted. Raises on any other outcome."""
+    code, output = run_check(path)
+    lines = output.splitlines()
+    verdict = VERDICT.match(lines[0]) if lines else None
+    assert verdict and verdict["name"] == path.name, output[:2000]
+    assert code == (0 if verdict["verdict"] == "ACCEPTED" else 1), output[:2000]
+    if code == 1:
+        errors = [int(m["errors"]) for m in map(ERROR_COUNT.match, lines) if m]
+        examples = [line for line in lines if line.startswith(("  line ", "  file: "))]
+        assert errors and errors[0] >= 1 and examples, f"rejected without a reason:\n{output[:2000]}"
+
+    con = duckdb.connect(":memory:")
+    try:
+        audit.ensure_schema(con)
+        result = loading.load_file(path, SCHOOL, con, file_name=path.name, run_id="campaign")
+        loaded = con.execute("select count(*) from raw.roster").fetchone()[0]
+    finally:
+        con.close()
+    assert result.rows_loaded == loaded <= result.rows_in_file
+    if result.rejected:
+        assert loaded == 0 and code == 1
+        assert [f for f in result.findings if f.severity == "error" and f.message.strip()]
+    return code == 0
+
+
+def check_bytes(content: bytes, name: str = "roster.csv") -> bool:
+    with tempfile.TemporaryDirectory(prefix="campaign-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(content)
+        return assert_answered(path)
+
+
+@CAMPAIGN
+@given(st.binary(max_size=4096))
+def test_random_bytes(content):
+    check_bytes(content)
+
+
+@CAMPAIGN
+@given(st.binary(min_size=1, max_size=64), st.booleans())
+def test_random_bytes_after_a_valid_header(tail, crlf):
+    newline = b"\r\n" if crlf else b"\n"
+    check_bytes(b",".join(h.encode() for h in HEADER) + newline + tail)
+
+
+@CAMPAIGN
+@given(st.data())
+def test_truncated_files(data):
+    content = valid_roster()
+    cut = data.draw(st.integers(min_value=0, max_value=len(content) - 1))
+    check_bytes(content[:cut])
+
+
+@CAMPAIGN
+@given(
+    st.lists(
+        st.lists(st.sampled_from(NAUGHTY), min_size=len(HEADER), max_size=len(HEADER)), min_size=1, max_size=8
+    )
+)
+def test_naughty_strings_in_every_column(rows):
+    check_bytes(csv_bytes(rows))
+
+
+@CAMPAIGN
+@given(st.lists(st.sampled_from(NAUGHTY), min_size=1, max_size=6))
+def test_naughty_strings_as_header_names(names):
+    header = ["FIRST_NAME", "LAST_NAME", "EMAIL", *names]
+    check_bytes(csv_bytes([["Ada", "Lovelace", "ada@northwind.edu", *names]], header))
+
+
+def extreme_files() -> dict[str, bytes]:
+    wide = ["FIRST_NAME", "LAST_NAME", "EMAIL", *(f"EXTRA_{n}" for n in range(9_997))]
+    megabyte = "x" * 1_048_576
+    return {
+        "header_10000_columns.csv": csv_bytes(
+            [["Ada", "Lovelace", "ada@northwind.edu", *([""] * 9_997)]], wide
+        ),
+        "header_10000_columns_short_rows.csv": csv_bytes([["Ada", "Lovelace", "ada@northwind.edu"]], wide),
+        "field_1mb_name.csv": csv_bytes(
+            [[megabyte, "Lovelace", "ada@northwind.edu", "2026", "Undergraduate", "", ""]]
+        ),
+        "field_1mb_quoted_lines.csv": csv_bytes(
+            [["Ada", "Lovelace", "ada@northwind.edu", "2026", "Undergraduate", ('a,"b"\r\n' * 131_072), ""]]
+        ),
+        "field_1mb_community_values.csv": csv_bytes(
+            [
+                [
+                    "Ada",
+                    "Lovelace",
+                    "ada@northwind.edu",
+                    "2026",
+                    "Undergraduate",
+                    "",
+                    ";".join(["Club"] * 200_000),
+                ]
+            ]
+        ),
+        "header_1mb.csv": megabyte.encode() + b"\r\nAda\r\n",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(extreme_files()))
+def test_extreme_shapes(name):
+    check_bytes(extreme_files()[name], name)
+
+
+def test_a_10000_column_header_is_accepted_with_one_warning_per_unknown_column(tmp_path):
+    path = tmp_path / "header_10000_columns.csv"
+    path.write_bytes(extreme_files()[path.name])
+
+    code, output = run_check(path)
+
+    assert code == 0, output[:2000]
+    assert "unknown_column (warning): 9997" in output.splitlines()
+    assert "  ... and 9994 more" in output.splitlines()
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: str(p.relative_to(FIXTURES)))
+def test_every_shared_fixture_file(path):
+    assert_answered(path)
+
+
+# --- A rejected file never changes the store -----------------------------------------------------
+
+
+def rejected_samples() -> dict[str, bytes]:
+    samples = {f"fixture_{p.parent.name}_{p.name}": p.read_bytes() for p in FIXTURE_FILES}
+    samples.update(extreme_files())
+    content = valid_roster()
+    samples["truncated_in_a_quote.csv"] = content[:200] + b'"unterminated'
+    samples["random_bytes.bin"] = bytes(range(256)) * 8
+    return samples
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, pg_module_url):
+    """The campaign school, a local S3 bucket, and a PostgreSQL store holding the school's users."""
+    folder = tmp_path_factory.mktemp("schools")
+    config = yaml.safe_load((PROJECT_ROOT / "tests" / "data" / "schools" / "northwind.yaml").read_text())
+    config.update(
+        school_id="campaign",
+        s3={"bucket": "uconnect-sis-campaign", "key": "roster.csv", "aws_conn_id": "sis_s3_campaign"},
+    )
+    (folder / "campaign.yaml").write_text(yaml.safe_dump(config))
+    engine = userstore.store_engine(pg_module_url)
+    userstore.ensure_schema(engine)
+    with engine.begin() as conn:
+        for number in range(5):
+            conn.execute(
+                sa.text(
+                    "insert into users (school_id, external_id, email, first_name, last_name, status, "
+                    "email_opt_out, email_prefs_customized, created_at, updated_at) values "
+                    "('campaign', :e, :e, 'Kept', 'Student', 'active', false, false, "
+                    "timestamp '2026-01-01 00:00:00', timestamp '2026-01-01 00:00:00')"
+                ),
+                {"e": f"kept{number}@northwind.edu"},
+            )
+    with pytest.MonkeyPatch.context() as patch, demo.local_s3() as endpoint:
+        patch.setenv("SISBRIDGE_SCHOOLS_DIR", str(folder))
+        s3 = demo.s3_client(endpoint)
+        demo.create_bucket(s3, "uconnect-sis-campaign")
+        yield s3, engine
+    engine.dispose()
+
+
+def store_snapshot(engine: sa.Engine) -> tuple[list, list]:
+    with engine.connect() as conn:
+        users = sorted(tuple(r) for r in conn.execute(sa.text("select * from users")))
+        members = sorted(tuple(r) for r in conn.execute(sa.text("select * from user_communities")))
+    return users, members
+
+
+def run_stages(s3, engine, run_id: str) -> str:
+    """The DAG's stages in order, stopping where the DAG would skip the rest; returns the run status."""
+    outcome = pipeline.load_raw("campaign", run_id, None, s3=s3)
+    if not outcome.stop:
+        outcome = pipeline.validate("campaign", run_id)
+    if not outcome.stop:
+        transform.run_build(pipeline.school_config("campaign"), run_id)
+        outcome = pipeline.guard("campaign", run_id)
+    if not outcome.stop:
+        pipeline.push("campaign", run_id, engine=engine)
+    return pipeline.finalize("campaign", run_id, s3=s3)["status"]
+
+
+@pytest.mark.postgres
+def test_rejected_files_never_change_the_store(seeded):
+    s3, engine = seeded
+    before = store_snapshot(engine)
+    outcomes = {}
+    for number, (name, content) in enumerate(sorted(rejected_samples().items())):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            path.write_bytes(content)
+            if assert_answered(path):
+                continue  # accepted files are the other tests' business
+        warehouse_path("campaign").unlink(missing_ok=True)  # so equal content is never "unchanged"
+        s3.put_object(Bucket="uconnect-sis-campaign", Key="roster.csv", Body=content)
+        run_id = f"campaign__{number:03d}"
+        outcomes[name] = run_stages(s3, engine, run_id)
+        with audit.warehouse("campaign", read_only=True) as con:
+            reason = audit.get_run(con, run_id)["status_reason"]
+        assert reason, name
+        assert store_snapshot(engine) == before, name
+    assert len(outcomes) >= 30
+    assert set(outcomes.values()) == {"rejected"}, outcomes
