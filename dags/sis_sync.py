@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -73,15 +72,7 @@ def _producer_first(group) -> None:
 
 def _review(context) -> dict | None:
     """The reviewer's answer to this run's approval request (None when nobody was asked)."""
-    from uuid import UUID
-
-    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-    ti_id = context["ti"].xcom_pull(task_ids="approve", key=guards.REVIEW_TI_XCOM_KEY)
-    if not ti_id:
-        return None
-    detail = get_hitl_detail_content_detail(UUID(ti_id))
-    return detail.model_dump(mode="json") if detail.response_received else None
+    return context["ti"].xcom_pull(task_ids="approve", key=guards.REVIEW_XCOM_KEY)
 
 
 def build_dag(school):
@@ -159,11 +150,11 @@ def build_dag(school):
             context["ti"].xcom_push(key=APPROVAL_XCOM_KEY, value=outcome["counts"]["approval"])
             return "approve"
 
-        approve = ApprovalOperator(
+        approve = guards.RosterApproval(
             task_id="approve",
             subject=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['subject'] }}}}",
             body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['body'] }}}}",
-            defaults=ApprovalOperator.REJECT,  # what an unanswered request becomes after the timeout
+            defaults=guards.RosterApproval.REJECT,  # what an unanswered request becomes after the timeout
             response_timeout=timedelta(hours=school.approval_timeout_hours),
             notifiers=[guards.ReviewRequestNotifier(school)],
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseNotifier
 
 from sisbridge.audit import Finding
@@ -302,19 +303,33 @@ class StaleFileNotifier(_SchoolAlert):
             self.alert(context, f"Stale file: {summary[STALE_XCOM_FIELD]}")
 
 
-REVIEW_TI_XCOM_KEY = "review_task_instance"
+REVIEW_XCOM_KEY = "review"
 
 
 class ReviewRequestNotifier(_SchoolAlert):
-    """Notifier of the approval task: tells the school's channels that a held run waits for a reviewer.
-
-    It also records the approval task instance's id in XCom: a Reject skips `push` and leaves no return
-    value, so `finalize` reads the reviewer's answer from that task instance's Human-in-the-loop detail.
-    """
+    """Notifier of the approval task: tells the school's channels that a held run waits for a reviewer."""
 
     def notify(self, context) -> None:
-        context["ti"].xcom_push(key=REVIEW_TI_XCOM_KEY, value=str(context["ti"].id))
         self.alert(context, f"Run {context['run_id']} is waiting for a reviewer: {context['task'].subject}")
+
+
+class RosterApproval(ApprovalOperator):
+    """Airflow's ApprovalOperator, which also records the reviewer's answer in XCom (key `review`).
+
+    A Reject skips `push` and leaves no return value, yet `finalize` must say who rejected the run, or
+    that nobody answered in time.
+    """
+
+    def execute_complete(self, context, event):
+        if "error" not in event:
+            review = {
+                "chosen_options": list(event["chosen_options"]),
+                "responded_by_user": event.get("responded_by_user"),
+                "responded_at": str(event.get("responded_at")),
+                "timedout": bool(event.get("timedout")),
+            }
+            context["ti"].xcom_push(key=REVIEW_XCOM_KEY, value=review)
+        return super().execute_complete(context=context, event=event)
 
 
 def approval_request(school: SchoolConfig, run_id: str, counts: ChangeCounts, reasons, links: dict) -> dict:

@@ -193,7 +193,7 @@ def review_outcome(review: dict | None, school: SchoolConfig) -> tuple[bool, str
         return None
     approved = review["chosen_options"][0] == "Approve"
     user = review.get("responded_by_user") or {}
-    if not user:
+    if review.get("timedout") or not user:
         return approved, f"no reviewer answered within {school.approval_timeout_hours:g} hours"
     who = user.get("name") or user.get("id")
     return approved, f"{'approved' if approved else 'rejected'} by {who} at {review.get('responded_at')}"
