@@ -150,7 +150,7 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
     def awaiting_review():
         state = airflow.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve")[1].get("state")
         assert state not in ("skipped", "failed", "success"), f"approve ended as {state} before review"
-        return state in ("deferred", "running")
+        return state in ("awaiting_input", "deferred", "running")
 
     airflow.wait_until(awaiting_review, timeout=1200, what="the run to wait in approve", every=5)
 
