@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -57,3 +58,14 @@ def test_every_demo_school_has_a_connection_and_a_bucket():
         assert school.s3.bucket in buckets_job
     assert env["AIRFLOW_CONN_UCONNECT_USER_STORE"].startswith("postgresql://")
     assert (ROOT / ".env") not in ROOT.iterdir() or ".env" in (ROOT / ".gitignore").read_text()
+
+
+def test_no_secret_falls_back_to_a_default_everyone_knows():
+    text = (ROOT / "docker-compose.yaml").read_text()
+    defaults = re.findall(r"\$\{([A-Z0-9_]+):-", text)
+    assert defaults == ["AIRFLOW_UID"]  # never a password, key or secret
+    required = re.findall(r"\$\{([A-Z0-9_]+):\?", text)
+    assert "AIRFLOW_JWT_SECRET" in required
+    env = compose()["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?")
+    assert set(required) <= set(env_example())
