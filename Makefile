@@ -48,6 +48,11 @@ bench: install ## Benchmarks: 10k/100k/1M rosters end to end into bench/results.
 bench-schools: install ## 20 schools x 20k rows at once under a real scheduler (LocalExecutor, PostgreSQL)
 	$(BIN)/python bench/schools.py --executor local
 
+.PHONY: bench-celery
+bench-celery: install ## The same schools with CeleryExecutor, two workers and Debian's redis-server
+	@command -v redis-server >/dev/null || { echo "bench-celery needs redis-server (apt-get install redis-server)"; exit 2; }
+	$(BIN)/python bench/schools.py --executor celery
+
 docs: install ## Build the dbt docs (lineage) into site/dbt-docs/
 	$(BIN)/python -c "from pathlib import Path; from sisbridge.transform import build_docs; print(build_docs(Path('site/dbt-docs')))"
 
