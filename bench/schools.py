@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix=f"sisbridge-bench-{prefix}-"))
     print(f"work dir: {workdir}", flush=True)
-    # Own school ids per executor (same files, by position): Cosmos caches per DAG id under /tmp/cosmos.
+    # Own school ids per executor (same files, by position): Cosmos keeps a cache folder per DAG id.
     tag = "bsch" if args.executor == "local" else "bcel"
     school_ids = [f"{tag}_{n:02d}" for n in range(1, args.schools + 1)]
     single_ids = [f"{tag}_single_{n}" for n in range(1, args.singles + 1)]
