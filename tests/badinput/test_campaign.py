@@ -33,7 +33,9 @@ NAUGHTY = json.loads((FIXTURES / "naughty-strings" / "blns.json").read_text(enco
 FIXTURE_FILES = sorted(path for path in FIXTURES.rglob("*") if path.is_file())
 VERDICT = re.compile(r"^(?P<name>.+): (?P<verdict>ACCEPTED|REJECTED)$")
 ERROR_COUNT = re.compile(r"^\d+ findings?: (?P<errors>\d+) errors?, \d+ warnings?$")
-CAMPAIGN = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# An accepted file costs a dbt build in `sisbridge check`: keep the example counts moderate.
+CAMPAIGN = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def valid_roster(count: int = 20) -> bytes:
@@ -100,7 +102,7 @@ def test_random_bytes_after_a_valid_header(tail, crlf):
     check_bytes(b",".join(h.encode() for h in HEADER) + newline + tail)
 
 
-@CAMPAIGN
+@FEW
 @given(st.data())
 def test_truncated_files(data):
     content = valid_roster()
@@ -118,7 +120,7 @@ def test_naughty_strings_in_every_column(rows):
     check_bytes(csv_bytes(rows))
 
 
-@CAMPAIGN
+@FEW
 @given(st.lists(st.sampled_from(NAUGHTY), min_size=1, max_size=6))
 def test_naughty_strings_as_header_names(names):
     header = ["FIRST_NAME", "LAST_NAME", "EMAIL", *names]
@@ -156,7 +158,8 @@ def extreme_files() -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("name", sorted(extreme_files()))
+# The full 10,000-column file has its own test below, with the exact warnings.
+@pytest.mark.parametrize("name", sorted(set(extreme_files()) - {"header_10000_columns.csv"}))
 def test_extreme_shapes(name):
     check_bytes(extreme_files()[name], name)
 
@@ -181,10 +184,12 @@ def test_every_shared_fixture_file(path):
 
 
 def rejected_samples() -> dict[str, bytes]:
+    """Files the campaign school must reject: the shared fixtures lack its required columns."""
     samples = {f"fixture_{p.parent.name}_{p.name}": p.read_bytes() for p in FIXTURE_FILES}
-    samples.update(extreme_files())
-    content = valid_roster()
-    samples["truncated_in_a_quote.csv"] = content[:200] + b'"unterminated'
+    extreme = extreme_files()
+    samples["header_10000_columns_short_rows.csv"] = extreme["header_10000_columns_short_rows.csv"]
+    samples["header_1mb.csv"] = extreme["header_1mb.csv"]
+    samples["truncated_in_a_quote.csv"] = valid_roster()[:200] + b'"unterminated'
     samples["random_bytes.bin"] = bytes(range(256)) * 8
     return samples
 
@@ -246,11 +251,6 @@ def test_rejected_files_never_change_the_store(seeded):
     before = store_snapshot(engine)
     outcomes = {}
     for number, (name, content) in enumerate(sorted(rejected_samples().items())):
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / name
-            path.write_bytes(content)
-            if assert_answered(path):
-                continue  # accepted files are the other tests' business
         warehouse_path("campaign").unlink(missing_ok=True)  # so equal content is never "unchanged"
         s3.put_object(Bucket="uconnect-sis-campaign", Key="roster.csv", Body=content)
         run_id = f"campaign__{number:03d}"
