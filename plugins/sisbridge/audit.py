@@ -136,6 +136,20 @@ _RUN_COLUMNS = (
 )
 
 
+_BULK_ROWS = 200
+_FINDING_COLUMNS = (
+    "run_id",
+    "stage",
+    "line_number",
+    "identifier",
+    "severity",
+    "rule",
+    "message",
+    "column_name",
+    "value",
+)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One finding about a school file: a file-level or row-level error, or a warning."""
@@ -232,11 +246,19 @@ def record_findings(
         for f in findings
     ]
     con.execute("delete from audit.rejected_rows where run_id = ? and stage = ?", [run_id, stage])
-    if rows:
-        con.executemany(
-            "insert into audit.rejected_rows values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    if len(rows) > _BULK_ROWS:
+        # DuckDB's executemany is one statement per row; a frame goes in as one set.
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=_FINDING_COLUMNS).astype({"line_number": "Int64"})
+        con.register("findings_frame", frame)
+        try:
+            columns = ", ".join(_FINDING_COLUMNS)
+            con.execute(f"insert into audit.rejected_rows select {columns} from findings_frame")
+        finally:
+            con.unregister("findings_frame")
+    elif rows:
+        con.executemany("insert into audit.rejected_rows values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return len(rows)
 
 

@@ -1,0 +1,60 @@
+"""The auditors' tables: one row per run, findings replaced per stage so a retried task never doubles them."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from sisbridge import audit
+
+
+@pytest.fixture
+def con():
+    connection = duckdb.connect()
+    audit.ensure_schema(connection)
+    yield connection
+    connection.close()
+
+
+@pytest.mark.parametrize("count", [3, 5000])  # the small path and the bulk path
+def test_findings_are_stored_exactly_and_replaced_on_retry(con, count):
+    findings = [
+        audit.Finding(
+            "unknown_column", f"column {i} is unknown", "warning", i + 1 if i % 3 else None, None, "C", "v"
+        )
+        for i in range(count)
+    ]
+    audit.record_findings(con, "run-1", "load", findings)
+    audit.record_findings(con, "run-1", "load", findings)  # a retried task
+    audit.record_findings(con, "run-1", "quality", [audit.Finding("email_invalid", "bad", line_number=2)])
+
+    stored = audit.findings_of_run(con, "run-1")
+
+    assert len(stored) == count + 1
+    stored_unknown = [f for f in stored if f.rule == "unknown_column"]
+    assert sorted(stored_unknown, key=repr) == sorted(findings, key=repr)
+
+
+def test_a_run_row_is_created_once_and_updated_field_by_field(con):
+    audit.upsert_run(con, "run-1", school_id="acme", status="running", rows_in_file=10)
+    audit.upsert_run(con, "run-1", status="succeeded", creates=7, details={"note": "ok"})
+
+    run = audit.get_run(con, "run-1")
+
+    assert (run["school_id"], run["status"], run["rows_in_file"], run["creates"]) == (
+        "acme",
+        "succeeded",
+        10,
+        7,
+    )
+    assert run["details"] == '{"note": "ok"}'
+    assert con.execute("select count(*) from audit.sync_runs").fetchone() == (1,)
+
+
+def test_unknown_status_and_column_are_refused(con):
+    with pytest.raises(ValueError, match="unknown status 'done'"):
+        audit.upsert_run(con, "run-1", school_id="acme", status="done")
+    with pytest.raises(ValueError, match="unknown sync_runs columns"):
+        audit.upsert_run(con, "run-1", school_id="acme", colour="blue")
+    with pytest.raises(ValueError, match="severity"):
+        audit.Finding("x", "y", severity="fatal")
