@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -130,10 +131,12 @@ def test_report_keys_in_the_bucket_stay_under_the_report_prefix(tmp_path):
     folder.mkdir()
     summary = folder / "summary.json"
     summary.write_text("{}")
+    # moto keeps its buckets per process, so this test's bucket has a name no other test uses.
+    bucket = f"uconnect-sis-traversal-{uuid.uuid4().hex[:8]}"
     with demo.local_s3() as endpoint:
         s3 = demo.s3_client(endpoint)
-        demo.create_bucket(s3, "uconnect-sis-acme")
-        keys = reports.upload_reports([summary], s3, "uconnect-sis-acme", "../../../roster.csv")
-        stored = [o["Key"] for o in s3.list_objects_v2(Bucket="uconnect-sis-acme")["Contents"]]
+        demo.create_bucket(s3, bucket)
+        keys = reports.upload_reports([summary], s3, bucket, "../../../roster.csv")
+        stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
 
     assert keys == stored == ["sisbridge-reports/_.._.._roster.csv/summary.json"]
