@@ -42,7 +42,7 @@ class PinnedFile:
     etag: str
     bytes: int
     sha256: str
-    local_path: Path
+    local_path: Path | None  # None: the quick check found the processed object again; nothing was read
 
     def audit_fields(self) -> dict:
         return {
@@ -100,11 +100,14 @@ def pin_file(
     sensed: dict | None = None,
     max_file_mb: float = 512,
     school_id: str = "",
+    known: dict | None = None,
 ) -> PinnedFile:
     """Download exactly one object version to `dest_dir` and hash it.
 
     On a versioned bucket the version the sensor saw is read; otherwise the ETag is pinned with
     IfMatch, so an overwrite during the download fails the read instead of mixing two files.
+    `known` is the last processed file (`last_processed_file`): when its ETag, version and size
+    match, it is the same object, and nothing is downloaded (the quick check).
     """
     sensed = sensed or {}
     version_id = sensed.get("VersionId")
@@ -116,6 +119,13 @@ def pin_file(
         log.info("%s was overwritten after it was sensed; reading the newest upload (ETag %s)", key, etag)
     version_id = version_id or (meta.get("VersionId") if meta.get("VersionId") != "null" else None)
     size = int(meta["ContentLength"])
+    if known and (known["file_etag"], known["file_version_id"], known["file_bytes"]) == (
+        etag,
+        version_id,
+        size,
+    ):
+        log.info("%s is the object already processed in run %s (same ETag and version)", key, known["run_id"])
+        return PinnedFile(key, version_id, etag, size, known["file_sha256"], None)
     check_size(school_id, key, size, max_file_mb)
 
     get_kwargs = {"Bucket": bucket, "Key": key, "IfMatch": meta["ETag"]}
@@ -141,7 +151,7 @@ def last_processed_file(con: duckdb.DuckDBPyConnection, *, before_run: str | Non
     placeholders = ", ".join("?" for _ in PROCESSED_STATUSES)
     cursor = con.execute(
         f"""
-        select run_id, file_etag, file_sha256, file_version_id, started_at, header_columns
+        select run_id, file_etag, file_sha256, file_version_id, file_bytes, started_at, header_columns
         from audit.sync_runs
         where status in ({placeholders}) and file_sha256 is not null and run_id <> ?
         order by started_at desc

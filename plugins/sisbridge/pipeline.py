@@ -76,6 +76,7 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None) -> Outco
                 sensed=sensed,
                 max_file_mb=school.max_file_mb,
                 school_id=school_id,
+                known=last,
             )
         except landing.FileTooLarge as exc:
             audit.record_findings(con, run_id, "load", [exc.finding])

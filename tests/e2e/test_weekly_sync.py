@@ -188,10 +188,14 @@ def test_same_content_again_is_unchanged(school_env, store_url):
     _, s3 = school_env("northwind")
     s3.put_object(Bucket="uconnect-sis-northwind", Key="roster.csv", Body=WEEK_1)
     first = run_dag("northwind")
+
+    same_object = run_dag("northwind")  # nothing uploaded: the ETag and version quick check
     s3.put_object(Bucket="uconnect-sis-northwind", Key="roster.csv", Body=WEEK_1)  # re-upload, same bytes
+    same_bytes = run_dag("northwind")  # a new version: downloaded, and its sha256 compared
 
-    run = run_dag("northwind")
-
-    assert run["status"] == "unchanged"
-    assert run["file_sha256"] == first["file_sha256"]
-    assert "has not changed since" in run["status_reason"]
+    for run in (same_object, same_bytes):
+        assert run["status"] == "unchanged"
+        assert run["file_sha256"] == first["file_sha256"]
+        assert "has not changed since" in run["status_reason"]
+    assert same_object["file_version_id"] == first["file_version_id"] != same_bytes["file_version_id"]
+    assert "(3 runs)" in same_bytes["status_reason"]

@@ -94,3 +94,23 @@ def test_unchanged_since_counts_the_runs_that_saw_the_same_content(tmp_path):
         since, runs = landing.unchanged_since(con, "same")
 
     assert (str(since), runs) == ("2026-11-14 23:00:00", 3)
+
+
+def test_the_processed_object_again_is_recognised_without_a_download(s3, tmp_path):
+    put = s3.put_object(Bucket="plain-bucket", Key="same.csv", Body=b"FIRST_NAME\nAda\n")
+    first = landing.pin_file(s3, "plain-bucket", "same.csv", tmp_path / "first")
+    known = {
+        "run_id": "r1",
+        "file_etag": first.etag,
+        "file_version_id": None,
+        "file_bytes": first.bytes,
+        "file_sha256": first.sha256,
+    }
+
+    again = landing.pin_file(s3, "plain-bucket", "same.csv", tmp_path / "again", known=known)
+
+    assert (again.sha256, again.etag, again.local_path) == (first.sha256, put["ETag"].strip('"'), None)
+    assert not (tmp_path / "again").exists()
+    s3.put_object(Bucket="plain-bucket", Key="same.csv", Body=b"FIRST_NAME\nAlan\n")
+    changed = landing.pin_file(s3, "plain-bucket", "same.csv", tmp_path / "changed", known=known)
+    assert changed.local_path.read_bytes() == b"FIRST_NAME\nAlan\n" and changed.sha256 != first.sha256
