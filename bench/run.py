@@ -133,7 +133,7 @@ class Bench:
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW_CONN_UCONNECT_USER_STORE": store_url,
-            "SISBRIDGE_SENSOR_TIMEOUT_HOURS": "1",
+            "SISBRIDGE_SENSOR_TIMEOUT_S": "3600",
             "DO_NOT_TRACK": "1",
         }
         from sisbridge import demo

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         **os.environ,
         "SISBRIDGE_HOME": str(workdir / "home"),
         "SISBRIDGE_SCHOOLS_DIR": str(schools_dir),
-        "SISBRIDGE_SENSOR_TIMEOUT_HOURS": "1",
+        "SISBRIDGE_SENSOR_TIMEOUT_S": "3600",
         "AIRFLOW_HOME": str(workdir / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -33,7 +33,9 @@ SCHOOLS_DIR = Path(os.environ.get("SISBRIDGE_SCHOOLS_DIR", REPO_ROOT / "config" 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # Written by `dbt parse` (make install, sisbridge sync): parsing the DAGs never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
-SENSOR_TIMEOUT = timedelta(hours=int(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_HOURS", "6")))
+# How long Saturday night's run waits for a file, and how often it looks (seconds).
+SENSOR_TIMEOUT_S = float(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_S", 6 * 3600))
+SENSOR_POKE_S = float(os.environ.get("SISBRIDGE_SENSOR_POKE_S", 300))
 
 DOC_MD = """
 ### Roster sync for {name} (`{school_id}`)
@@ -104,8 +106,8 @@ def build_dag(school):
             check_fn=landing.record_sensed_file,
             deferrable=True,
             soft_fail=True,
-            poke_interval=300,
-            timeout=SENSOR_TIMEOUT.total_seconds(),
+            poke_interval=SENSOR_POKE_S,
+            timeout=SENSOR_TIMEOUT_S,
         )
 
         @task

@@ -77,4 +77,4 @@ def store_rows(store_url: str, school_id: str) -> tuple[list[dict], list[tuple]]
     return users, memberships
 
 
-os.environ.setdefault("SISBRIDGE_SENSOR_TIMEOUT_HOURS", "1")
+os.environ.setdefault("SISBRIDGE_SENSOR_TIMEOUT_S", "3600")

@@ -59,7 +59,7 @@ def stack(tmp_path_factory):
         extra = {
             "SISBRIDGE_HOME": str(base / "sisbridge"),
             "SISBRIDGE_SCHOOLS_DIR": str(SCHOOLS),
-            "SISBRIDGE_SENSOR_TIMEOUT_HOURS": "1",
+            "SISBRIDGE_SENSOR_TIMEOUT_S": "3600",
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}": demo.aws_connection_uri(endpoint),
             "AIRFLOW_CONN_UCONNECT_USER_STORE": f"sqlite:///{base / 'userstore.db'}",
