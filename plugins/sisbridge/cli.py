@@ -8,21 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sisbridge.audit import RUN_COUNT_COLUMNS
 from sisbridge.config import ConfigError, load_school, schools_dir, sisbridge_home
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SUMMARY_FIELDS = (
-    "rows_in_file",
-    "rows_accepted",
-    "rows_rejected",
-    "rows_warned",
-    "creates",
-    "updates",
-    "reactivations",
-    "deactivations",
-    "deletes",
-    "opt_outs",
-)
 
 
 class UsageError(Exception):
@@ -93,7 +82,7 @@ def run_dag(school_id: str) -> dict:
 
 
 def format_summary(row: dict) -> str:
-    counts = ", ".join(f"{field}={row.get(field) or 0}" for field in SUMMARY_FIELDS)
+    counts = ", ".join(f"{field}={row.get(field) or 0}" for field in RUN_COUNT_COLUMNS)
     reason = f" ({row['status_reason']})" if row.get("status_reason") else ""
     return f"{row['school_id']} {row['run_id']}: {row['status']}{reason}\n  {counts}"
 

@@ -6,10 +6,8 @@ GX's SQL datasource fails on DuckDB, so the suites validate narrow pandas frames
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -427,27 +425,17 @@ def check_file(path: Path, school: SchoolConfig, out_dir: Path | None) -> int:
     graduation, user types and communities) against a temporary home, so nothing else is touched.
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp, _temporary_home(Path(tmp)):
+    from sisbridge.transform import environment
+
+    # DBT_QUIET: a school running `sisbridge check` wants the verdict, not dbt's progress lines.
+    with (
+        tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp,
+        environment({"SISBRIDGE_HOME": tmp, "DBT_QUIET": "true"}),
+    ):
         loaded, result, accepted, findings = _check_in_warehouse(path, school, out_dir)
     rows_accepted = loaded.rows_in_file - result.rows_rejected if accepted else 0
     print(_check_summary(path, school, loaded, result, rows_accepted, findings, out_dir))
     return 0 if accepted else 1
-
-
-@contextlib.contextmanager
-def _temporary_home(home: Path):
-    # DBT_QUIET: a school running `sisbridge check` wants the verdict, not dbt's progress lines.
-    values = {"SISBRIDGE_HOME": str(home), "DBT_QUIET": "true"}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _check_in_warehouse(path: Path, school: SchoolConfig, out_dir: Path | None):

@@ -95,7 +95,8 @@ def _release_warehouse() -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Generator[None, None, None]:
+def environment(values: dict[str, str]) -> Generator[None, None, None]:
+    """Set environment variables for the duration of a block, then restore them."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -122,7 +123,7 @@ def _invoke(school: SchoolConfig, run_id: str, args: list[str]) -> None:
         "--vars",
         json.dumps(dbt_vars(school, run_id)),
     ]
-    with _environment(env):
+    with environment(env):
         try:
             result = dbtRunner().invoke(command)
         finally:
@@ -175,7 +176,7 @@ def build_docs(target_dir: Path) -> Path:
         "DBT_TARGET_PATH": str(target_dir),
         "DBT_LOG_PATH": str(target_dir / "logs"),
     }
-    with _environment(env):
+    with environment(env):
         result = dbtRunner().invoke(
             [
                 "docs",
