@@ -135,18 +135,8 @@ create table if not exists audit.push_baseline_memberships (
 );
 """
 
-_STATE_USER_COLUMNS = (
-    "external_id",
-    "email",
-    "user_id",
-    "user_login",
-    "first_name",
-    "last_name",
-    "user_type",
-    "graduation_year",
-    "status",
-    "email_opt_out",
-)
+# The applied baseline's columns: the SIS fields this sync owns, keyed by external_id.
+_STATE_USER_COLUMNS = ("external_id", *SIS_FIELDS, "email_opt_out")
 _MEMBERSHIP_COLUMNS = ("external_id", "community_group", "community")
 
 _STAGE_USERS = "sisbridge_stage_users"
