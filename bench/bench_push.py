@@ -1,16 +1,25 @@
-"""Benchmark the push into PostgreSQL: 100k creates, then 100k updates, then 100k deactivations.
+"""Benchmark the push into PostgreSQL: a 1M-user school's weekly change set, 1M creates, 100k basics.
 
 Starts a throwaway PostgreSQL 15 cluster (or uses `--url`), builds each change set directly in a temp
-DuckDB warehouse, and times `sisbridge.userstore.push` (median of `--repeats`). Prints JSON and merges
-the keys into bench/results.json.
+DuckDB warehouse, and times `sisbridge.userstore.push`. Prints JSON: wall seconds, CPU seconds of this
+process (the push's Python and DuckDB) and of the PostgreSQL server (throwaway cluster only), and the
+peak RSS of this process during the push. `--write-results` merges the keys into bench/results.json.
 
-    .venv/bin/python bench/bench_push.py [--rows 100000] [--repeats 3] [--batch-size 5000]
+Scenarios (`--scenarios`, comma-separated):
+- `week2`: `--users` users in the store and the applied baseline, then a change set of 10.5% of them
+  (name, graduation and community updates, opt-outs, deactivations, deletes, creates); median of
+  `--repeats`, the store and the baseline reset before each repeat (untimed).
+- `creates`: `--users` creates into an empty store (one run).
+- `basic`: `--rows` creates, then updates, then deactivations, each a median of `--repeats`.
+
+    .venv/bin/python bench/bench_push.py [--scenarios week2,creates] [--users 1000000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -32,12 +41,307 @@ SCHOOL = SchoolConfig(
     name="Bench University",
     s3={"bucket": "uconnect-sis-bench", "key": "roster.csv", "aws_conn_id": "sis_s3_bench"},
 )
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _build_change_set(con, rows: int, *, last_name: str, status: str, change_type: str) -> None:
-    """Target state, file rows and the change set for `rows` users, all of one change type."""
+class Meter:
+    """Wall, CPU (this process; the PostgreSQL server's when its postmaster pid is known) and peak RSS."""
+
+    def __init__(self, postmaster_pid: int | None):
+        self.postmaster_pid = postmaster_pid
+
+    def _server_cpu(self) -> float | None:
+        if self.postmaster_pid is None:
+            return None
+        # The postmaster's own time, its reaped children's (cutime/cstime) and its live backends'.
+        total = _proc_cpu(self.postmaster_pid, children=True)
+        for pid in _child_pids(self.postmaster_pid):
+            total += _proc_cpu(pid, children=False)
+        return total
+
+    def __enter__(self) -> Meter:
+        _reset_peak_rss()
+        self._cpu = _self_cpu()
+        self._server = self._server_cpu()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_s = time.perf_counter() - self._wall
+        self.cpu_s = _self_cpu() - self._cpu
+        server = self._server_cpu()
+        self.server_cpu_s = None if server is None or self._server is None else server - self._server
+        self.peak_rss_mb = _peak_rss_mb()
+
+    def as_dict(self) -> dict:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "server_cpu_s": None if self.server_cpu_s is None else round(self.server_cpu_s, 3),
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu(pid: int, *, children: bool) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields after the command: utime, stime, cutime, cstime are the 12th to 15th.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _CLK_TCK
+
+
+def _child_pids(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM, so the peak is the push's, not the set-up's.
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _median_of(runs: list[dict]) -> dict:
+    result = {key: statistics.median(run[key] for run in runs) for key in ("wall_s", "cpu_s")}
+    servers = [run["server_cpu_s"] for run in runs if run["server_cpu_s"] is not None]
+    result["server_cpu_s"] = round(statistics.median(servers), 3) if servers else None
+    result["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    result["runs"] = runs
+    return result
+
+
+def _schemas(con) -> None:
     con.execute("create schema if not exists marts")
     con.execute("create schema if not exists intermediate")
+
+
+# --- week 2 of a large school ----------------------------------------------------------------------
+# The baseline: user i has a last name, a graduation year, an affinity club, a career community (9 in
+# 10) and 2% are opted out. The week-2 file changes users by `i % 200`: 0-4 last name, 5-9 graduation,
+# 10-13 affinity club, 14-15 opt out, 16-17 absent (deactivated), 18-19 deleted; plus 0.5% new users.
+_EXT = "format('user{:07d}@bench.edu', i)"
+_BASE_USERS = f"""
+select i, {_EXT} as external_id, {_EXT} as email, null::varchar as user_id, null::varchar as user_login,
+       'Student' as first_name, 'Number ' || i as last_name, 'Alumni' as user_type,
+       (2000 + i % 30)::integer as graduation_year, 'active' as status, i % 50 = 0 as email_opt_out
+from range(?) as t(i)
+"""
+_BASE_MEMBERSHIPS = """
+select i, external_id, 'Affinity' as community_group, 'Club ' || (i % 7) as community from bench_base
+union all
+select i, external_id, 'Career Communities', 'Field ' || (i % 5) from bench_base where i % 10 <> 0
+"""
+
+
+def _build_week2(con, users: int) -> None:
+    """bench_base*/state: the applied week 1; intermediate/marts: week 2's target and change set."""
+    _schemas(con)
+    con.execute(f"create or replace table bench_base as {_BASE_USERS}", [users])
+    con.execute(f"create or replace table bench_base_members as {_BASE_MEMBERSHIPS}")
+    new_users = users // 200
+    con.execute(
+        f"""
+        create or replace table bench_target as
+        select i, external_id, email, user_id, user_login, first_name,
+               case when i % 200 < 5 then 'Renamed ' || i else last_name end as last_name, user_type,
+               case when i % 200 between 5 and 9 then graduation_year + 1 else graduation_year end
+                   as graduation_year,
+               case when i % 200 between 16 and 17 then 'inactive' else 'active' end as status,
+               email_opt_out or i % 200 between 14 and 15 as email_opt_out,
+               i % 200 between 14 and 15 as file_opt_out
+        from bench_base where i % 200 not between 18 and 19
+        union all
+        select * replace (false as email_opt_out), false
+        from ({_BASE_USERS.replace("from range(?)", "from range(?, ?)")})
+        """,
+        [users, users + new_users],
+    )
+    con.execute(
+        """
+        create or replace table intermediate.int_users_target_state as
+        select external_id, email, user_id, user_login, first_name, last_name, user_type,
+               graduation_year, status, email_opt_out
+        from bench_target order by external_id
+        """
+    )
+    con.execute(
+        """
+        create or replace table intermediate.int_memberships_target_state as
+        select m.external_id, m.community_group,
+               case when m.community_group = 'Affinity' and t.i % 200 between 10 and 13
+                    then 'Club ' || ((t.i + 1) % 7) else m.community end as community
+        from bench_base_members as m join bench_target as t using (external_id)
+        union all
+        select external_id, 'Affinity', 'Club ' || (i % 7) from bench_target where i >= ?
+        """,
+        [users],
+    )
+    con.execute(
+        """
+        create or replace table marts.users as
+        select external_id, email, user_id, user_login, first_name, last_name, user_type,
+               graduation_year, file_opt_out as is_email_opt_out, false as is_delete_requested,
+               (i + 2)::integer as line_number
+        from bench_target where status = 'active'
+        """
+    )
+    con.execute(
+        """
+        create or replace table marts.user_changes as
+        with changes as (
+            select external_id, 'update' as change_type, 'last_name' as field from bench_target
+            where i % 200 < 5 and i < ?
+            union all
+            select external_id, 'update', 'graduation_year' from bench_target
+            where i % 200 between 5 and 9 and i < ?
+            union all
+            select external_id, 'update', 'communities:Affinity' from bench_target
+            where i % 200 between 10 and 13 and i < ?
+            union all
+            select external_id, 'opt_out', 'email_opt_out' from bench_target
+            where i % 200 between 14 and 15 and i < ?
+            union all
+            select external_id, 'deactivate', null from bench_target
+            where i % 200 between 16 and 17 and i < ?
+            union all
+            select external_id, 'delete', null from bench_base where i % 200 between 18 and 19
+            union all
+            select external_id, 'create', null from bench_target where i >= ?
+        )
+        select (row_number() over (order by external_id, field))::integer as change_id, external_id,
+               change_type, field, null::varchar as old_value, null::varchar as new_value,
+               null::integer as line_number
+        from changes
+        """,
+        [users] * 6,
+    )
+
+
+def _reset_week1(con, engine, workdir: Path, *, truncate: bool) -> None:
+    """Put week 1 back: the baseline in `state.*` and the same users in the store."""
+    con.execute("begin")
+    con.execute("delete from state.applied_users")
+    con.execute(
+        """
+        insert into state.applied_users
+        select external_id, email, user_id, user_login, first_name, last_name, user_type,
+               graduation_year, status, email_opt_out, 'week-1' from bench_base
+        """
+    )
+    con.execute("delete from state.applied_memberships")
+    con.execute(
+        "insert into state.applied_memberships select external_id, community_group, community "
+        "from bench_base_members"
+    )
+    con.execute("commit")
+    users_csv, members_csv = workdir / "seed_users.csv", workdir / "seed_members.csv"
+    con.execute(
+        f"""
+        copy (select ?, external_id, email, user_id, user_login, first_name, last_name, user_type,
+                     graduation_year, status, email_opt_out, false, now()::timestamp, now()::timestamp
+              from bench_base) to '{users_csv}' (format csv, header false)
+        """,
+        [SCHOOL.school_id],
+    )
+    con.execute(
+        f"""
+        copy (select ?, external_id, community_group, community from bench_base_members)
+        to '{members_csv}' (format csv, header false)
+        """,
+        [SCHOOL.school_id],
+    )
+    _empty_store(engine, truncate=truncate)
+    with engine.begin() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        for table, path in (("users", users_csv), ("user_communities", members_csv)):
+            with path.open() as source:
+                cursor.copy_expert(f"copy {table} from stdin (format csv)", source)
+        cursor.close()
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("vacuum analyze")
+
+
+def run_week2(con, engine, workdir: Path, meter: Meter, users: int, repeats: int, truncate: bool) -> dict:
+    _build_week2(con, users)
+    changed = con.execute("select count(distinct external_id) from marts.user_changes").fetchone()[0]
+    runs = []
+    for repeat in range(repeats):
+        _reset_week1(con, engine, workdir, truncate=truncate)
+        with meter:
+            result = push(con, engine, SCHOOL, f"week2-{repeat}")
+        runs.append(meter.as_dict())
+    return {"users": users, "changed_users": changed, "result": result.__dict__, **_median_of(runs)}
+
+
+def run_creates(con, engine, meter: Meter, users: int, truncate: bool) -> dict:
+    _schemas(con)
+    con.execute(f"create or replace table bench_base as {_BASE_USERS}", [users])
+    con.execute(f"create or replace table bench_base_members as {_BASE_MEMBERSHIPS}")
+    con.execute(
+        """
+        create or replace table intermediate.int_users_target_state as
+        select external_id, email, user_id, user_login, first_name, last_name, user_type,
+               graduation_year, status, email_opt_out from bench_base
+        """
+    )
+    con.execute(
+        """
+        create or replace table intermediate.int_memberships_target_state as
+        select external_id, community_group, community from bench_base_members
+        """
+    )
+    con.execute(
+        """
+        create or replace table marts.users as
+        select external_id, email, user_id, user_login, first_name, last_name, user_type,
+               graduation_year, email_opt_out as is_email_opt_out, false as is_delete_requested,
+               (i + 2)::integer as line_number
+        from bench_base
+        """
+    )
+    con.execute(
+        """
+        create or replace table marts.user_changes as
+        select (i + 1)::integer as change_id, external_id, 'create' as change_type, null::varchar as field,
+               null::varchar as old_value, null::varchar as new_value, null::integer as line_number
+        from bench_base
+        """
+    )
+    con.execute("delete from state.applied_users")
+    con.execute("delete from state.applied_memberships")
+    _empty_store(engine, truncate=truncate)
+    with meter:
+        result = push(con, engine, SCHOOL, "creates")
+    return {"users": users, "result": result.__dict__, **meter.as_dict()}
+
+
+# --- 100k creates, updates, deactivations (all users of one change type) ----------------------------
+def _build_change_set(con, rows: int, *, last_name: str, status: str, change_type: str) -> None:
+    """Target state, file rows and the change set for `rows` users, all of one change type."""
+    _schemas(con)
     con.execute(
         """
         create or replace table intermediate.int_users_target_state as
@@ -79,83 +383,120 @@ def _build_change_set(con, rows: int, *, last_name: str, status: str, change_typ
     )
 
 
-def _timed_push(con, engine, run_id: str, batch_size: int) -> float:
-    started = time.perf_counter()
-    push(con, engine, SCHOOL, run_id, batch_size=batch_size)
-    return time.perf_counter() - started
+def run_basic(con, engine, meter: Meter, rows: int, repeats: int, truncate: bool) -> dict:
+    runs: dict[str, list[dict]] = {"creates": [], "updates": [], "deactivations": []}
+    con.execute("delete from state.applied_users")
+    con.execute("delete from state.applied_memberships")
+    _build_change_set(con, rows, last_name="Base", status="active", change_type="create")
+    for repeat in range(repeats):
+        _empty_store(engine, truncate=truncate)
+        with meter:
+            push(con, engine, SCHOOL, f"create-{repeat}")
+        runs["creates"].append(meter.as_dict())
+    for repeat in range(repeats):
+        _build_change_set(con, rows, last_name=f"Renamed {repeat}", status="active", change_type="update")
+        with meter:
+            push(con, engine, SCHOOL, f"update-{repeat}")
+        runs["updates"].append(meter.as_dict())
+    for repeat in range(repeats):
+        _build_change_set(con, rows, last_name="Final", status="inactive", change_type="deactivate")
+        with meter:
+            push(con, engine, SCHOOL, f"deactivate-{repeat}")
+        runs["deactivations"].append(meter.as_dict())
+        if repeat + 1 < repeats:  # untimed: bring everyone back for the next repeat
+            _build_change_set(con, rows, last_name="Final", status="active", change_type="reactivate")
+            push(con, engine, SCHOOL, f"reactivate-{repeat}")
+    return {"rows": rows, **{kind: _median_of(values) for kind, values in runs.items()}}
 
 
-def _empty_store(engine) -> None:
+def _empty_store(engine, *, truncate: bool) -> None:
     with engine.begin() as conn:
+        if truncate:  # a throwaway cluster: nothing but this benchmark in it
+            conn.exec_driver_sql("truncate user_communities, users, sisbridge_push_batches")
+            return
         for table in ("user_communities", "users", "sisbridge_push_batches"):
             conn.execute(
                 sa.text(f"delete from {table} where school_id = :school"), {"school": SCHOOL.school_id}
             )
 
 
-def run(url: str, rows: int, repeats: int, batch_size: int) -> dict:
+def run(url: str, scenarios: list[str], args, postmaster_pid: int | None) -> dict:
     engine = store_engine(url)
     ensure_schema(engine)
     workdir = Path(tempfile.mkdtemp(prefix="sisbridge-bench-"))
-    con = duckdb.connect(str(workdir / "bench.duckdb"))
-    audit.ensure_schema(con)
-    timings: dict[str, list[float]] = {"creates": [], "updates": [], "deactivations": []}
-
-    _build_change_set(con, rows, last_name="Base", status="active", change_type="create")
-    for repeat in range(repeats):
-        _empty_store(engine)
-        timings["creates"].append(_timed_push(con, engine, f"create-{repeat}", batch_size))
-    for repeat in range(repeats):
-        _build_change_set(con, rows, last_name=f"Renamed {repeat}", status="active", change_type="update")
-        timings["updates"].append(_timed_push(con, engine, f"update-{repeat}", batch_size))
-    for repeat in range(repeats):
-        _build_change_set(con, rows, last_name="Final", status="inactive", change_type="deactivate")
-        timings["deactivations"].append(_timed_push(con, engine, f"deactivate-{repeat}", batch_size))
-        if repeat + 1 < repeats:  # untimed: bring everyone back for the next repeat
-            _build_change_set(con, rows, last_name="Final", status="active", change_type="reactivate")
-            push(con, engine, SCHOOL, f"reactivate-{repeat}", batch_size=batch_size)
-    con.close()
+    meter = Meter(postmaster_pid)
+    truncate = postmaster_pid is not None
+    result: dict = {"batch_size": "default"}
+    for scenario in scenarios:
+        # A fresh warehouse per scenario, as a school's own file would be.
+        con = duckdb.connect(str(workdir / f"{scenario}.duckdb"))
+        audit.ensure_schema(con)
+        if scenario == "week2":
+            result["week2"] = run_week2(con, engine, workdir, meter, args.users, args.repeats, truncate)
+        elif scenario == "creates":
+            result["creates"] = run_creates(con, engine, meter, args.users, truncate)
+        elif scenario == "basic":
+            result["basic"] = run_basic(con, engine, meter, args.rows, args.repeats, truncate)
+        else:
+            raise SystemExit(f"unknown scenario {scenario!r} (week2, creates, basic)")
+        con.close()
+        print(json.dumps({scenario: result[scenario]}, sort_keys=True), file=sys.stderr, flush=True)
     engine.dispose()
-
-    label = f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
-    result = {
-        "push_rows": rows,
-        "push_batch_size": batch_size,
-        "push_repeats": repeats,
-        "push_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    for kind, values in timings.items():
-        median = statistics.median(values)
-        result[f"push_s_{label}_{kind}"] = round(median, 3)
-        result[f"push_rows_per_s_{kind}"] = round(rows / median)
     return result
+
+
+def _results_keys(result: dict) -> dict:
+    """The flat keys bench/results.json keeps."""
+    keys = {}
+    if "week2" in result:
+        week2 = result["week2"]
+        keys["push_s_week2_median"] = round(week2["wall_s"], 3)
+        keys["push_cpu_s_week2_median"] = round(week2["cpu_s"], 3)
+        keys["push_week2_users"] = week2["users"]
+        keys["push_week2_changed_users"] = week2["changed_users"]
+    if "creates" in result:
+        keys["push_s_creates"] = result["creates"]["wall_s"]
+        keys["push_creates_users"] = result["creates"]["users"]
+    if "basic" in result:
+        rows = result["basic"]["rows"]
+        label = f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
+        for kind in ("creates", "updates", "deactivations"):
+            median = result["basic"][kind]["wall_s"]
+            keys[f"push_s_{label}_{kind}"] = round(median, 3)
+            keys[f"push_rows_per_s_{kind}"] = round(rows / median)
+    return keys
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="an existing PostgreSQL database (default: a throwaway cluster)")
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--scenarios", default="week2,creates")
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=100_000, help="users in the basic scenario")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--write-results", action="store_true", help="merge the keys into bench/results.json")
     args = parser.parse_args(argv)
 
     server = None
     url = args.url
+    postmaster_pid = None
     if url is None:
         sys.path.insert(0, str(ROOT / "tests"))
         from pgserver import remove_server, start_server
 
         server = start_server()
         url = server.url()
+        postmaster_pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
     try:
-        result = run(url, args.rows, args.repeats, args.batch_size)
+        result = run(url, args.scenarios.split(","), args, postmaster_pid)
     finally:
         if server is not None:
             remove_server(server)
 
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(result)
-    RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    if args.write_results:
+        merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        merged.update(_results_keys(result))
+        RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
