@@ -16,12 +16,15 @@ file: the rule protects the preferences the user chose, not the school's record 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import re
+import tempfile
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -29,6 +32,8 @@ from sisbridge.audit import get_run, upsert_run, utcnow
 from sisbridge.config import SchoolConfig
 
 DEFAULT_CONN_ID = "uconnect_user_store"
+# Users per store transaction: bounds the row locks held and the memory of one batch.
+DEFAULT_BATCH_SIZE = 20_000
 
 metadata = sa.MetaData()
 
@@ -546,117 +551,231 @@ def _done_batches(engine: sa.Engine, school_id: str, run_id: str) -> dict[int, i
         return dict(conn.execute(query).all())
 
 
-def _batch_rows(con, school: SchoolConfig, batch_no: int) -> tuple[list[tuple], list[tuple]]:
-    """The target state of one batch's users (absent = delete) and their target memberships."""
-    target = con.execute(
+# The push's users, cut into batches once: the store's normalized id, whether the user stays, the
+# target fields (emails and logins normalized) and the file's opt-out flag. Printable ASCII normalizes
+# the same in DuckDB as in Python; other values go through `_normalize` (table `_push_norm`).
+_PUSH_USER_COLUMNS = tuple(name for name, _ in _STAGE_COLUMNS[_STAGE_USERS])
+_PRINTABLE_ASCII = "'[ -~]*'"
+
+
+def _normalized_sql(column: str, alias: str, *, lower: bool = True) -> str:
+    fast = f"lower(trim({column}))" if lower else f"trim({column})"
+    return f"coalesce({alias}.{'lowered' if lower else 'stripped'}, {fast})"
+
+
+def _prepare_push(con, school: SchoolConfig, batch_size: int) -> int:
+    """Number the change set's users into batches and stage their target state; returns the batch count."""
+    con.execute(
         """
-        select i.external_id, t.external_id is not null,
-               t.email, t.user_id, t.user_login, t.first_name, t.last_name, t.user_type,
-               t.graduation_year, t.status, t.email_opt_out, u.is_email_opt_out
+        create or replace temp table _push_ids as
+        select external_id, ((row_number() over (order by external_id) - 1) // ?)::integer as batch_no
+        from (select distinct external_id from marts.user_changes)
+        """,
+        [batch_size],
+    )
+    odd = con.execute(
+        f"""
+        select distinct value from (
+            select i.external_id as value from _push_ids as i
+            union all
+            select t.email from _push_ids as i
+            join intermediate.int_users_target_state as t on t.external_id = i.external_id
+            union all
+            select t.user_login from _push_ids as i
+            join intermediate.int_users_target_state as t on t.external_id = i.external_id
+        )
+        where value is not null and not regexp_full_match(value, {_PRINTABLE_ASCII})
+        """
+    ).fetchall()
+    con.execute("create or replace temp table _push_norm (raw varchar, stripped varchar, lowered varchar)")
+    if odd:
+        con.executemany(
+            "insert into _push_norm values (?, ?, ?)",
+            [(value, value.strip(), _normalize(value)) for (value,) in odd],
+        )
+    lower_id = school.identifier in ("email", "user_login")
+    con.execute(
+        f"""
+        create or replace temp table _push_users as
+        select i.batch_no,
+               {_normalized_sql("i.external_id", "ni", lower=lower_id)} as external_id,
+               t.external_id is not null as in_target,
+               {_normalized_sql("t.email", "ne")} as email,
+               t.user_id,
+               {_normalized_sql("t.user_login", "nl")} as user_login,
+               t.first_name, t.last_name, t.user_type, t.graduation_year, t.status,
+               t.email_opt_out as target_opt_out,
+               u.is_email_opt_out as file_opt_out,
+               i.external_id as warehouse_id
         from _push_ids as i
         left join intermediate.int_users_target_state as t on t.external_id = i.external_id
         left join marts.users as u on u.external_id = i.external_id
-        where i.batch_no = ?
-        order by i.external_id
-        """,
-        [batch_no],
-    ).fetchall()
-    stage_users = [
-        (
-            _normalize_id(school, ext),
-            in_target,
-            _normalize(email),
-            user_id,
-            _normalize(user_login),
-            first_name,
-            last_name,
-            user_type,
-            graduation_year,
-            status,
-            target_opt_out,
-            file_opt_out,
-        )
-        for (
-            ext,
-            in_target,
-            email,
-            user_id,
-            user_login,
-            first_name,
-            last_name,
-            user_type,
-            graduation_year,
-            status,
-            target_opt_out,
-            file_opt_out,
-        ) in target
-    ]
-    members = con.execute(
+        left join _push_norm as ni on ni.raw = i.external_id
+        left join _push_norm as ne on ne.raw = t.email
+        left join _push_norm as nl on nl.raw = t.user_login
+        order by i.batch_no, i.external_id
         """
-        select m.external_id, m.community_group, m.community
-        from _push_ids as i
-        join intermediate.int_memberships_target_state as m on m.external_id = i.external_id
-        where i.batch_no = ?
-        order by all
-        """,
-        [batch_no],
-    ).fetchall()
-    stage_members = [(_normalize_id(school, ext), group, community) for ext, group, community in members]
-    return stage_users, stage_members
-
-
-def _save_before(con, run_id: str, batch_no: int, ids: list[str], rows: dict, members: dict, at) -> None:
-    """Keep the batch's prior store state in the warehouse before the batch commits (for rollback)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(
-        {
-            "run_id": [run_id] * len(ids),
-            "batch_no": [batch_no] * len(ids),
-            "external_id": ids,
-            "user_row": [_json_row(rows.get(ext)) for ext in ids],
-            "memberships": [json.dumps(members.get(ext, [])) for ext in ids],
-            "captured_at": [at] * len(ids),
-        },
-        dtype=object,
     )
+    con.execute(
+        """
+        create or replace temp table _push_members as
+        select u.batch_no, u.external_id, m.community_group, m.community
+        from _push_users as u
+        join intermediate.int_memberships_target_state as m on m.external_id = u.warehouse_id
+        order by all
+        """
+    )
+    return con.execute("select coalesce(max(batch_no) + 1, 0) from _push_ids").fetchone()[0]
+
+
+def _batch_query(table: str, batch_no: int) -> str:
+    """The select of one batch of `_push_users` or `_push_members`, in the stage table's column order."""
+    columns = _PUSH_USER_COLUMNS if table == "_push_users" else _MEMBERSHIP_COLUMNS
+    # batch_no is an int from range(): safe to inline, and COPY takes no parameters.
+    return f"select {', '.join(columns)} from {table} where batch_no = {int(batch_no)}"
+
+
+def _duckdb_literal(path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _stage_batch(con, conn: sa.Connection, batch_no: int, workdir) -> int:
+    """Stage one batch's users and memberships in the store session; returns the number of users."""
+    if not _is_postgres(conn):
+        stage_users = con.execute(_batch_query("_push_users", batch_no)).fetchall()
+        _stage(conn, _STAGE_USERS, stage_users)
+        _stage(conn, _STAGE_MEMBERS, con.execute(_batch_query("_push_members", batch_no)).fetchall())
+        return len(stage_users)
+    # DuckDB writes the batch as CSV and PostgreSQL reads it with COPY: no value passes through Python.
+    # Every non-null value is quoted, so an empty string stays empty and only NULL is unquoted-empty.
+    for source, stage in (("_push_users", _STAGE_USERS), ("_push_members", _STAGE_MEMBERS)):
+        path = workdir / f"{stage}.csv"
+        con.execute(
+            f"copy ({_batch_query(source, batch_no)}) to {_duckdb_literal(path)} "
+            "(format csv, header false, force_quote *)"
+        )
+        _copy_into_stage(conn, stage, path)
+    return conn.exec_driver_sql(f"select count(*) from {_STAGE_USERS}").scalar_one()
+
+
+def _copy_into_stage(conn: sa.Connection, table: str, path) -> None:
+    column_ddl = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS[table])
+    conn.exec_driver_sql(f"create temp table {table} ({column_ddl}) on commit drop")
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with open(path, encoding="utf-8", newline="") as source:
+            cursor.copy_expert(f"copy {table} from stdin (format csv)", source)
+    finally:
+        cursor.close()
+    # Temp tables get no statistics on their own; without them the planner guesses badly.
+    conn.exec_driver_sql(f"analyze {table}")
+
+
+# The before image of the staged users that exist in the store, as `_json_row` writes it: one row per
+# user with all its columns (keys sorted) and its memberships as [[group, community], ...].
+_BEFORE_JSON_COLUMNS = tuple(sorted(column.name for column in users.columns))
+_PG_BEFORE_IMAGE = f"""
+select u.external_id,
+       json_build_object({
+    ", ".join(
+        f"'{name}', to_char(u.{name}, 'YYYY-MM-DD HH24:MI:SS.US')"
+        if name in ("created_at", "updated_at")
+        else f"'{name}', u.{name}"
+        for name in _BEFORE_JSON_COLUMNS
+    )
+})::text,
+       coalesce(m.memberships, '[]')
+from users as u
+left join (
+    select c.external_id,
+           json_agg(json_build_array(c.community_group, c.community)
+                    order by c.community_group, c.community)::text as memberships
+    from user_communities as c
+    where c.school_id = %(school)s and c.external_id in (select external_id from {_STAGE_USERS})
+    group by c.external_id
+) as m on m.external_id = u.external_id
+where u.school_id = %(school)s and u.external_id in (select external_id from {_STAGE_USERS})
+"""
+
+
+def _read_before_to_file(conn: sa.Connection, school_id: str, path) -> None:
+    """Lock the staged users' store rows and write their before image (CSV: id, row, memberships)."""
+    if _is_postgres(conn):
+        conn.execute(
+            sa.text(
+                f"""
+                select count(*) from (
+                    select 1 from users
+                    where school_id = :school and external_id in (select external_id from {_STAGE_USERS})
+                    for update
+                ) as locked
+                """
+            ),
+            {"school": school_id},
+        )
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            query = cursor.mogrify(_PG_BEFORE_IMAGE, {"school": school_id}).decode()
+            with open(path, "w", encoding="utf-8", newline="") as target:
+                cursor.copy_expert(f"copy ({query}) to stdout (format csv)", target)
+        finally:
+            cursor.close()
+        return
+    rows, members = _read_before(conn, school_id, _STAGE_USERS)
+    with open(path, "w", encoding="utf-8", newline="") as target:
+        writer = csv.writer(target)
+        for external_id, row in rows.items():
+            writer.writerow((external_id, _json_row(row), json.dumps(members.get(external_id, []))))
+
+
+def _save_before(con, run_id: str, batch_no: int, path, at) -> None:
+    """Keep the batch's prior store state in the warehouse before the batch commits (for rollback).
+
+    Every user of the batch gets a row; `user_row` is null for a user the store did not have.
+    """
     con.execute("begin")
     try:
         con.execute("delete from audit.applied_before where run_id = ? and batch_no = ?", [run_id, batch_no])
-        con.register("_push_before_frame", frame)
         con.execute(
-            """
+            f"""
             insert into audit.applied_before
-            select run_id, batch_no::integer, external_id, user_row::json, memberships::json,
-                   captured_at::timestamp
-            from _push_before_frame
-            """
+            select ?, ?, s.external_id, b.user_row::json, coalesce(b.memberships, '[]')::json, ?
+            from _push_users as s
+            left join read_csv(
+                {_duckdb_literal(path)},
+                columns = {{'external_id': 'varchar', 'user_row': 'varchar', 'memberships': 'varchar'}},
+                header = false, auto_detect = false, delim = ',', quote = '"', escape = '"',
+                allow_quoted_nulls = false
+            ) as b on b.external_id = s.external_id
+            where s.batch_no = ?
+            order by s.external_id
+            """,
+            [run_id, batch_no, at, batch_no],
         )
-        con.unregister("_push_before_frame")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
 
 
-def _apply_batch(con, engine, school: SchoolConfig, run_id: str, batch_no: int, batch_size: int) -> None:
+def _apply_batch(
+    con, engine, school: SchoolConfig, run_id: str, batch_no: int, batch_size: int, workdir
+) -> None:
     """Set one batch of users and their memberships to the target state, in one store transaction."""
-    stage_users, stage_members = _batch_rows(con, school, batch_no)
-    ids = [row[0] for row in stage_users]
     now = utcnow()
     params = _params(school.school_id, now)
+    before_path = workdir / "before.csv"
     with engine.begin() as conn:
-        _stage(conn, _STAGE_USERS, stage_users)
-        _stage(conn, _STAGE_MEMBERS, stage_members)
-        before_rows, before_members = _read_before(conn, school.school_id, _STAGE_USERS)
-        _save_before(con, run_id, batch_no, ids, before_rows, before_members, now)
+        count = _stage_batch(con, conn, batch_no, workdir)
+        _read_before_to_file(conn, school.school_id, before_path)
+        _save_before(con, run_id, batch_no, before_path, now)
         # Users first, while the old memberships are still there to compare against.
         conn.execute(_text(_UPDATE_USERS), params)
         conn.execute(_text(_delete_stale_memberships(_STAGE_USERS)), params)
         conn.execute(_text(_delete_users(_STAGE_USERS, "in_target")), params)
         conn.execute(_text(_INSERT_USERS), params)
         conn.execute(_text(_insert_memberships(_STAGE_USERS, "in_target")), params)
-        _record_batch(conn, school.school_id, run_id, batch_no, batch_size, len(ids), now)
+        _record_batch(conn, school.school_id, run_id, batch_no, batch_size, count, now)
 
 
 def _record_batch(conn, school_id: str, run_id: str, batch_no: int, batch_size: int, count: int, at) -> None:
@@ -672,7 +791,9 @@ def _record_batch(conn, school_id: str, run_id: str, batch_no: int, batch_size: 
     )
 
 
-def push(con, engine: sa.Engine, school: SchoolConfig, run_id: str, *, batch_size: int = 5000) -> PushResult:
+def push(
+    con, engine: sa.Engine, school: SchoolConfig, run_id: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> PushResult:
     """Apply the run's change set to the store in batches; then advance the baseline and the audit."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -689,53 +810,93 @@ def push(con, engine: sa.Engine, school: SchoolConfig, run_id: str, *, batch_siz
     else:
         # No batch committed: before images of an earlier attempt were never applied.
         con.execute("delete from audit.applied_before where run_id = ?", [run_id])
-    con.execute(
-        """
-        create or replace temp table _push_ids as
-        select external_id, ((row_number() over (order by external_id) - 1) // ?)::integer as batch_no
-        from (select distinct external_id from marts.user_changes)
-        """,
-        [batch_size],
-    )
-    batches = con.execute("select coalesce(max(batch_no) + 1, 0) from _push_ids").fetchone()[0]
-    for batch_no in range(batches):
-        if batch_no in done:
-            continue
-        with _store_errors(f"applying batch {batch_no + 1} of {batches} of run {run_id}"):
-            _apply_batch(con, engine, school, run_id, batch_no, batch_size)
-    return _finish_push(con, school, run_id, batch_size, batches)
+    try:
+        batches = _prepare_push(con, school, batch_size)
+        with tempfile.TemporaryDirectory(prefix="sisbridge-push-") as workdir:
+            for batch_no in range(batches):
+                if batch_no in done:
+                    continue
+                with _store_errors(f"applying batch {batch_no + 1} of {batches} of run {run_id}"):
+                    _apply_batch(con, engine, school, run_id, batch_no, batch_size, Path(workdir))
+        return _finish_push(con, school, run_id, batch_size, batches)
+    finally:
+        for table in ("_push_ids", "_push_norm", "_push_users", "_push_members", "_push_changed"):
+            con.execute(f"drop table if exists temp.{table}")
 
 
 def _finish_push(con, school: SchoolConfig, run_id: str, batch_size: int, batches: int) -> PushResult:
-    """Advance the baseline and write the audit, in one warehouse transaction."""
+    """Advance the baseline and write the audit, in one warehouse transaction.
+
+    Only the users whose baseline row or memberships differ from the target are rewritten (stamped
+    with this run's id), and their previous baseline rows are kept in `audit.push_baseline_*`.
+    """
     now = utcnow()
+    users_cols = ", ".join(_STATE_USER_COLUMNS)
+    members_cols = ", ".join(_MEMBERSHIP_COLUMNS)
     con.execute("begin")
     try:
+        # EXCEPT compares NULLs as equal: exactly the rows that differ, in either direction.
+        con.execute(
+            f"""
+            create or replace temp table _push_changed as
+            select external_id from (
+                select {users_cols} from state.applied_users
+                except
+                select {users_cols} from intermediate.int_users_target_state
+            )
+            union
+            select external_id from (
+                select {users_cols} from intermediate.int_users_target_state
+                except
+                select {users_cols} from state.applied_users
+            )
+            union
+            select external_id from (
+                select {members_cols} from state.applied_memberships
+                except
+                select {members_cols} from intermediate.int_memberships_target_state
+            )
+            union
+            select external_id from (
+                select {members_cols} from intermediate.int_memberships_target_state
+                except
+                select {members_cols} from state.applied_memberships
+            )
+            """
+        )
         for table, columns in (
-            ("users", (*_STATE_USER_COLUMNS, "applied_run_id")),
-            ("memberships", _MEMBERSHIP_COLUMNS),
+            ("users", f"{users_cols}, applied_run_id"),
+            ("memberships", members_cols),
         ):
             con.execute(f"delete from audit.push_baseline_{table} where run_id = ?", [run_id])
             con.execute(
                 f"""
-                insert into audit.push_baseline_{table} (run_id, {", ".join(columns)})
-                select ?, {", ".join(columns)} from state.applied_{table}
+                insert into audit.push_baseline_{table} (run_id, {columns})
+                select ?, {columns} from state.applied_{table}
+                where external_id in (select external_id from _push_changed)
                 """,
                 [run_id],
             )
-        con.execute("delete from state.applied_users")
+        con.execute(
+            "delete from state.applied_users where external_id in (select external_id from _push_changed)"
+        )
         con.execute(
             f"""
-            insert into state.applied_users ({", ".join(_STATE_USER_COLUMNS)}, applied_run_id)
-            select {", ".join(_STATE_USER_COLUMNS)}, ? from intermediate.int_users_target_state
+            insert into state.applied_users ({users_cols}, applied_run_id)
+            select {users_cols}, ? from intermediate.int_users_target_state
+            where external_id in (select external_id from _push_changed)
             """,
             [run_id],
         )
-        con.execute("delete from state.applied_memberships")
+        con.execute(
+            "delete from state.applied_memberships "
+            "where external_id in (select external_id from _push_changed)"
+        )
         con.execute(
             f"""
-            insert into state.applied_memberships ({", ".join(_MEMBERSHIP_COLUMNS)})
-            select distinct {", ".join(_MEMBERSHIP_COLUMNS)} from intermediate.int_memberships_target_state
+            insert into state.applied_memberships ({members_cols})
+            select distinct {members_cols} from intermediate.int_memberships_target_state
+            where external_id in (select external_id from _push_changed)
             """
         )
         con.execute("delete from audit.applied_changes where run_id = ?", [run_id])
@@ -914,7 +1075,21 @@ def _restore_baseline(
 ) -> None:
     con.execute("begin")
     try:
-        con.execute("delete from state.applied_users")
+        # The run rewrote exactly the users it stamped and those whose earlier rows it kept.
+        con.execute(
+            """
+            create or replace temp table _rollback_ids as
+            select external_id from state.applied_users where applied_run_id = ?
+            union
+            select external_id from audit.push_baseline_users where run_id = ?
+            union
+            select external_id from audit.push_baseline_memberships where run_id = ?
+            """,
+            [run_id, run_id, run_id],
+        )
+        con.execute(
+            "delete from state.applied_users where external_id in (select external_id from _rollback_ids)"
+        )
         con.execute(
             f"""
             insert into state.applied_users ({", ".join(_STATE_USER_COLUMNS)}, applied_run_id)
@@ -923,7 +1098,10 @@ def _restore_baseline(
             """,
             [run_id],
         )
-        con.execute("delete from state.applied_memberships")
+        con.execute(
+            "delete from state.applied_memberships "
+            "where external_id in (select external_id from _rollback_ids)"
+        )
         con.execute(
             f"""
             insert into state.applied_memberships ({", ".join(_MEMBERSHIP_COLUMNS)})
@@ -931,6 +1109,7 @@ def _restore_baseline(
             """,
             [run_id],
         )
+        con.execute("drop table temp._rollback_ids")
         upsert_run(con, run_id, school_id=school.school_id, status="rolled_back")
         upsert_run(
             con,

@@ -14,7 +14,7 @@ from userstore.userstore_helpers import (
     store_users,
 )
 
-from sisbridge.userstore import PushResult, push
+from sisbridge.userstore import PushResult, push, rollback
 
 ACME = school()
 ADA, BOB, CY = "ada@acme.edu", "bob@acme.edu", "cy@acme.edu"
@@ -249,3 +249,44 @@ def test_naughty_strings_are_stored_exactly(warehouse, engine, shared_fixtures):
     push(warehouse, engine, ACME, "run-1", batch_size=200)
 
     assert store_users(engine) == [expected_row(p) for p in people]
+
+
+def test_unusual_identifiers_and_communities_round_trip(warehouse, engine):
+    """Ids, emails and logins outside printable ASCII are normalized as Python does; values survive."""
+    odd_ids = [" Ädä@ACME.edu\u00a0", "\tİSTANBUL@acme.edu", "\u2003ÉMILE@Acme.Edu\u3000", "😀@acme.edu"]
+    people = [
+        person(odd_ids[0], email=odd_ids[0], user_login="\u00a0LOGIN.Ä ", first_name=""),
+        person(odd_ids[1], email=odd_ids[1], first_name='a "quoted", name', last_name="x\r\ny"),
+        person(odd_ids[2], email=odd_ids[2], last_name="back\\slash\\N\ttab"),
+        person(odd_ids[3], email=odd_ids[3], user_id="", last_name="😀 non-BMP 𝔘"),
+    ]
+    communities = {odd_ids[0]: [("Affinity", 'Chess, "Go"'), ("Career Communities", "")]}
+    communities[odd_ids[3]] = [("Affinity", "line\nbreak"), ("Affinity", "\\N")]
+    stage_run(warehouse, people, communities)
+
+    push(warehouse, engine, ACME, "run-1")
+
+    def normalize(value):
+        return None if value is None else value.strip().lower()
+
+    expected = sorted(
+        expected_row(
+            {
+                **p,
+                "external_id": normalize(p["external_id"]),
+                "email": normalize(p["email"]),
+                "user_login": normalize(p["user_login"]),
+            }
+        )
+        for p in people
+    )
+    assert store_users(engine) == expected
+    assert store_memberships(engine) == sorted(
+        (normalize(ext), group, community) for ext, pairs in communities.items() for group, community in pairs
+    )
+    # The before images of such values bring them back exactly on rollback.
+    stage_run(warehouse, [{**p, "last_name": "Renamed"} for p in people[1:]], {})
+    push(warehouse, engine, ACME, "run-2")
+    rollback(warehouse, engine, ACME, "run-2")
+    assert store_users(engine) == expected
+    assert len(store_memberships(engine)) == 4

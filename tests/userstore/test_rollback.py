@@ -142,3 +142,64 @@ def test_rollback_never_changes_preferences_the_user_customized_since(warehouse,
 
     ada = store_users(engine)[0]
     assert (ada[0], ada[-2], ada[-1]) == (ADA, True, True)
+
+
+def test_the_baseline_keeps_only_the_users_a_run_changed(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    # ada's name and bob's memberships change; cy does not.
+    _run(
+        warehouse,
+        engine,
+        "run-2",
+        [person(ADA, last_name="Lovelace"), *BASE_USERS[1:]],
+        {**BASE_MEMBERSHIPS, BOB: [("Affinity", "Go")]},
+    )
+
+    assert warehouse.execute(
+        "select external_id, last_name, applied_run_id from state.applied_users order by 1"
+    ).fetchall() == [(ADA, "Lovelace", "run-2"), (BOB, "Bob", "run-2"), (CY, "Cy", "run-1")]
+    # The applied baseline is the target state, row for row.
+    assert (
+        warehouse.execute(
+            """
+        select * exclude (applied_run_id) from state.applied_users
+        except select * from intermediate.int_users_target_state
+        """
+        ).fetchall()
+        == []
+    )
+    assert (
+        warehouse.execute("select * from state.applied_memberships order by all").fetchall()
+        == warehouse.execute(
+            "select * from intermediate.int_memberships_target_state order by all"
+        ).fetchall()
+    )
+    assert warehouse.execute(
+        "select external_id, last_name, applied_run_id from audit.push_baseline_users where run_id = 'run-2' "
+        "order by 1"
+    ).fetchall() == [(ADA, "Ada", "run-1"), (BOB, "Bob", "run-1")]
+    assert warehouse.execute(
+        "select external_id, community from audit.push_baseline_memberships "
+        "where run_id = 'run-2' order by all"
+    ).fetchall() == [(ADA, "Chess"), (BOB, "Go"), (BOB, "Science")]
+
+
+def test_rollback_of_a_run_that_kept_a_full_baseline_copy(warehouse, engine):
+    """Earlier versions stamped every user with the run and copied the whole baseline; still restorable."""
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    store_before = (store_users(engine), store_memberships(engine))
+    baseline_before = _baseline(warehouse)
+    _run(warehouse, engine, "run-2", *RUNS["update"])
+    warehouse.execute("update state.applied_users set applied_run_id = 'run-2'")
+    for table, rows in zip(("users", "memberships"), baseline_before, strict=True):
+        warehouse.execute(f"delete from audit.push_baseline_{table} where run_id = 'run-2'")
+        placeholders = ", ".join("?" for _ in range(len(rows[0]) + 1))
+        warehouse.executemany(
+            f"insert into audit.push_baseline_{table} values ({placeholders})",
+            [("run-2", *row) for row in rows],
+        )
+
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+
+    assert (store_users(engine), store_memberships(engine)) == store_before
+    assert _baseline(warehouse) == baseline_before
