@@ -17,8 +17,3 @@
     {%- endfor -%}
     [{%- for format in formats -%}'{{ format | replace("'", "''") }}'{{ ", " if not loop.last }}{%- endfor -%}]
 {%- endmacro %}
-
-{#- This run's id as a SQL string literal. -#}
-{% macro run_id_literal() -%}
-    '{{ var("run_id") | string | replace("'", "''") }}'
-{%- endmacro %}

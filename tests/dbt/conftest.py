@@ -283,6 +283,16 @@ def two_weeks(tmp_path_factory) -> TwoWeeks:
 
 
 @pytest.fixture
+def built_week_1(tmp_path, monkeypatch) -> SchoolConfig:
+    """A school whose week-1 file is loaded and built (no push, no snapshot)."""
+    monkeypatch.setenv("SISBRIDGE_HOME", str(tmp_path))
+    school = make_school(school_id="unitu")
+    load_week(school, "week-1", WEEK_1, {5: "email_invalid"})
+    run_build(school, "week-1")
+    return school
+
+
+@pytest.fixture
 def duplicate_emails(tmp_path, monkeypatch) -> SchoolConfig:
     """A school whose file has two records for one email, loaded with no row rejected."""
     monkeypatch.setenv("SISBRIDGE_HOME", str(tmp_path))

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from sisbridge import audit
 from sisbridge.config import SchoolConfig
-from sisbridge.transform import DBT_PROJECT_DIR, TransformError, dbt_vars, run_build
+from sisbridge.transform import (
+    BUILD_EXCLUDE,
+    DBT_PROJECT_DIR,
+    TransformError,
+    dbt_env,
+    dbt_vars,
+    run_build,
+    run_unit_tests,
+)
 
 
 def test_week_1_creates_every_accepted_user(two_weeks):
@@ -160,7 +171,8 @@ def test_build_failure_names_the_failing_test(duplicate_emails: SchoolConfig):
         assert con.execute("select count(*) from intermediate.int_users_enriched").fetchone() == (2,)
 
 
-def test_vars_carry_run_id_and_date_formats():
+def test_vars_carry_date_formats_and_never_the_run_id():
+    # Vars that change every run would make dbt parse the whole project again every run.
     school = SchoolConfig.model_validate(
         {
             "school_id": "tinyu",
@@ -169,8 +181,24 @@ def test_vars_carry_run_id_and_date_formats():
             "graduation": {"date_formats": ["%m/%d/%Y", "%d.%m.%Y"]},
         }
     )
-    assert dbt_vars(school, "scheduled__2026-11-28") == {
-        "run_id": "scheduled__2026-11-28",
-        "date_formats": ["%m/%d/%Y", "%d.%m.%Y"],
-    }
+    assert dbt_vars(school) == {"date_formats": ["%m/%d/%Y", "%d.%m.%Y"]}
     assert (DBT_PROJECT_DIR / "dbt_project.yml").is_file()
+
+
+def _run_results(school: SchoolConfig) -> dict:
+    path = Path(dbt_env(school.school_id)["DBT_TARGET_PATH"]) / "run_results.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_weekly_build_leaves_out_unit_tests_and_snapshot(built_week_1: SchoolConfig):
+    assert BUILD_EXCLUDE == ("resource_type:snapshot", "resource_type:unit_test")
+    kinds = {result["unique_id"].split(".")[0] for result in _run_results(built_week_1)["results"]}
+    assert kinds == {"model", "test"}
+
+
+def test_dbt_unit_tests_pass(built_week_1: SchoolConfig):
+    run_unit_tests(built_week_1, "week-1")
+    results = _run_results(built_week_1)["results"]
+    assert len(results) >= 16
+    assert {result["unique_id"].split(".")[0] for result in results} == {"unit_test"}
+    assert {result["status"] for result in results} == {"pass"}

@@ -18,15 +18,23 @@ findings as (
 
 ),
 
+this_run as (
+
+    -- The run that pinned the file being transformed.
+    select run_id from {{ ref('stg_sis__file') }}
+
+),
+
 rows_with_errors as (
 
     -- Rows that loading or quality rejected in this run never reach the users.
-    select distinct line_number
+    select distinct findings.line_number
     from findings
+    inner join this_run
+        on findings.run_id = this_run.run_id
     where
-        run_id = {{ run_id_literal() }}
-        and severity = 'error'
-        and line_number is not null
+        findings.severity = 'error'
+        and findings.line_number is not null
 
 ),
 
