@@ -7,12 +7,14 @@ touches S3, DuckDB, the store, dbt or GX at import time.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pendulum
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
+from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, get_parsing_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
@@ -36,6 +38,10 @@ DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 # How long Saturday night's run waits for a file, and how often it looks (seconds).
 SENSOR_TIMEOUT_S = float(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_S", 6 * 3600))
 SENSOR_POKE_S = float(os.environ.get("SISBRIDGE_SENSOR_POKE_S", 300))
+# The `dbt` of this interpreter's environment. The producer runs `dbt build` as a subprocess: Cosmos
+# reads its info-level JSON lines, whereas in-process (dbtRunner) it converts every debug event of
+# every node to JSON, which cost more than the build itself (docs/scaling.md).
+DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 DOC_MD = """
 ### Roster sync for {name} (`{school_id}`)
@@ -125,20 +131,22 @@ def build_dag(school):
                 DBT_PROJECT_DIR, manifest_path=DBT_MANIFEST, env_vars=transform.dbt_env(school_id)
             ),
             profile_config=ProfileConfig(
-                profile_name="sisbridge",
-                target_name="warehouse",
+                profile_name=transform.DBT_PROFILE,
+                target_name=transform.DBT_TARGET,
                 profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
             ),
             execution_config=ExecutionConfig(
-                execution_mode=ExecutionMode.WATCHER, invocation_mode=InvocationMode.DBT_RUNNER
+                execution_mode=ExecutionMode.WATCHER,
+                invocation_mode=InvocationMode.SUBPROCESS,
+                dbt_executable_path=DBT_EXECUTABLE,
             ),
             render_config=RenderConfig(
                 load_method=LoadMode.DBT_MANIFEST,
-                exclude=["resource_type:snapshot"],
+                exclude=list(transform.BUILD_EXCLUDE),
                 test_behavior=TestBehavior.AFTER_EACH,
                 invocation_mode=InvocationMode.DBT_RUNNER,
             ),
-            operator_args={"vars": transform.dbt_vars(school, "{{ run_id }}"), "install_deps": False},
+            operator_args={"vars": transform.dbt_vars(school), "install_deps": False},
         )
 
         @task.branch
@@ -191,5 +199,10 @@ def build_dag(school):
     return sis_sync()
 
 
+# A task process asks for one DAG: build only that school's (Airflow's parsing context), so a task's
+# start-up does not grow with the number of schools. The dag-processor and `dags list` build them all.
+_WANTED_DAG_ID = get_parsing_context().dag_id
 for _school in load_schools(SCHOOLS_DIR):
-    globals()[f"sis_sync__{_school.school_id}"] = build_dag(_school)
+    _dag_id = f"sis_sync__{_school.school_id}"
+    if _WANTED_DAG_ID is None or _WANTED_DAG_ID == _dag_id:
+        globals()[_dag_id] = build_dag(_school)
