@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from sisbridge.config import warehouse_path
+from sisbridge.config import warehouse_memory_limit, warehouse_path
 
 STATUSES = (
     "running",
@@ -182,7 +182,7 @@ def warehouse(school_id: str, *, read_only: bool = False, path: Path | None = No
     path = path or warehouse_path(school_id)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": warehouse_memory_limit()})
     try:
         if not read_only:
             ensure_schema(con)

@@ -299,5 +299,14 @@ def warehouse_path(school_id: str) -> Path:
     return sisbridge_home() / "warehouse" / f"{safe_component(school_id)}.duckdb"
 
 
+def warehouse_memory_limit() -> str:
+    """DuckDB's memory limit for one school's warehouse (it spills to disk beyond it).
+
+    DuckDB's own default is 80% of the host's memory, per process: with several schools' tasks on
+    one worker that is several times the host.
+    """
+    return os.environ.get("SISBRIDGE_DUCKDB_MEMORY_LIMIT", "1GB")
+
+
 def reports_dir(school_id: str, run_id: str) -> Path:
     return sisbridge_home() / "reports" / safe_component(school_id) / safe_component(run_id)
