@@ -69,6 +69,21 @@ kept as (
 
 ),
 
+kept_with_field_changes as (
+
+    -- One pass over the kept users; only those with a changed field are unpivoted below.
+    select * from kept
+    where
+        old_email is distinct from new_email
+        or old_user_id is distinct from new_user_id
+        or old_user_login is distinct from new_user_login
+        or old_first_name is distinct from new_first_name
+        or old_last_name is distinct from new_last_name
+        or old_user_type is distinct from new_user_type
+        or old_graduation_year is distinct from new_graduation_year
+
+),
+
 lifecycle_changes as (
 
     select
@@ -94,49 +109,49 @@ field_changes as (
         'email' as field,
         old_email as old_value,
         new_email as new_value
-    from kept
+    from kept_with_field_changes
     union all
     select
         external_id,
         'user_id' as field,
         old_user_id as old_value,
         new_user_id as new_value
-    from kept
+    from kept_with_field_changes
     union all
     select
         external_id,
         'user_login' as field,
         old_user_login as old_value,
         new_user_login as new_value
-    from kept
+    from kept_with_field_changes
     union all
     select
         external_id,
         'first_name' as field,
         old_first_name as old_value,
         new_first_name as new_value
-    from kept
+    from kept_with_field_changes
     union all
     select
         external_id,
         'last_name' as field,
         old_last_name as old_value,
         new_last_name as new_value
-    from kept
+    from kept_with_field_changes
     union all
     select
         external_id,
         'user_type' as field,
         old_user_type as old_value,
         new_user_type as new_value
-    from kept
+    from kept_with_field_changes
     union all
     select
         external_id,
         'graduation_year' as field,
         old_graduation_year as old_value,
         new_graduation_year as new_value
-    from kept
+    from kept_with_field_changes
 
 ),
 

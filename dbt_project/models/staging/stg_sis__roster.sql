@@ -1,3 +1,7 @@
+-- A table, not a view: three models and four tests read it, and a view would clean every value of
+-- the file again for each of them.
+{{ config(materialized='table') }}
+
 with
 
 source as (
