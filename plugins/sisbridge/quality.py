@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -54,6 +55,17 @@ _ROW_RULE_COLUMNS = {
 }
 # raw.roster's column for each standard header (DELETE is a reserved word in SQL).
 _RAW_COLUMNS = {"DELETE": "delete_flag"}
+# The uniqueness keys as raw.roster expressions: trimmed, emails and logins ignoring case; blank is null.
+_KEYS = {
+    "email_key": "lower(nullif(trim(email), ''))",
+    "user_id_key": "nullif(trim(user_id), '')",
+    "user_login_key": "lower(nullif(trim(user_login), ''))",
+}
+# The shape of an address the SQL fast path accepts without email-validator (see `emails_to_check`).
+_FAST_EMAIL = (
+    r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*"
+    r"@[A-Za-z0-9]+(-[A-Za-z0-9]+)*(\.[A-Za-z0-9]+(-[A-Za-z0-9]+)*)*\.[A-Za-z]{2,}"
+)
 
 
 @dataclass(frozen=True)
@@ -109,45 +121,137 @@ def _header_labels(con) -> dict[str, str]:
     return labels
 
 
-def _file_frame(con, school: SchoolConfig):
-    """One row per loaded data record; the columns are the file's standard columns, by canonical name."""
+def _file_frame(con):
+    """The file's standard columns (canonical names) over one row per data record, without values.
+
+    The structure suite looks only at the column names and the row count, so the cells are zeros.
+    """
+    import numpy as np
+    import pandas as pd
+
     rows = con.execute(
         "select canonical_name from raw.file_columns where kind = 'standard' order by position"
     ).fetchall()
-    present = list(dict.fromkeys(name for (name,) in rows))
-    selects = ["line_number"] + [f'{_raw_column(name)} as "{name}"' for name in present]
-    return con.execute(f"select {', '.join(selects)} from raw.roster order by line_number").df()
+    columns = ["line_number", *dict.fromkeys(name for (name,) in rows)]
+    (records,) = con.execute("select count(*) from raw.roster").fetchone()
+    return pd.DataFrame(np.zeros((records, len(columns)), dtype=np.int8), columns=columns)
+
+
+def emails_to_check(con, table: str = "raw.roster") -> list[str]:
+    """The distinct trimmed, non-blank `email` values of `table` that the fast path does not vouch for.
+
+    The fast path accepts, in SQL, only addresses that email-validator certainly accepts: an ASCII
+    dot-atom local part, and a domain of two or more letter/digit labels joined by single hyphens (so no
+    Punycode or other "xx--" label) under a letters-only top-level domain that is not a special-use
+    name, all within the RFC lengths. Everything else goes through `email_problem` one by one.
+    tests/quality/test_quality_email_fast_path.py checks that the fast path never accepts more.
+    """
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+    # email-validator refuses a special-use name and every name under it (it compares lowercased).
+    special_use = "(^|\\.)(" + "|".join(re.escape(name.lower()) for name in SPECIAL_USE_DOMAIN_NAMES) + ")$"
+    sql = f"""
+        with emails as (
+            select nullif(trim(email), '') as email from {table}
+        ),
+
+        parts as (
+            select email, lower(split_part(email, '@', 2)) as domain from emails where email is not null
+        )
+
+        select distinct email from parts
+        where not coalesce(
+            regexp_full_match(email, '{_FAST_EMAIL}')
+            and length(email) <= 254
+            and strpos(email, '@') <= 65
+            and length(domain) <= 253
+            and not regexp_matches(domain, '[^.]{{64}}')
+            and not regexp_matches(domain, $special_use),
+            false
+        )
+        order by email
+    """
+    return [email for (email,) in con.execute(sql, {"special_use": special_use}).fetchall()]
 
 
 def _roster_frame(con, school: SchoolConfig):
-    """The narrow frame the row suites check: trimmed values with blanks as null, plus compare keys."""
+    """The narrow frame the row suites check, one row per data record, with nulls for blank values.
+
+    The name, EMAIL and identifier columns only say whether the trimmed value is present, `email_check`
+    is the email-validator verdict, and each key is an integer code: two lines share a code exactly
+    when they share the compared value (`_KEYS`). The messages quote raw values, which are read back
+    from `raw.roster` for the failing lines only (`_line_values`).
+    """
+    problems = {value: email_problem(value) for value in emails_to_check(con)}
+    invalid = [value for value, problem in problems.items() if problem]
     identifier = _raw_column(school.identifier_column)
     frame = con.execute(
         f"""
+        with roster as (
+            select
+                line_number,
+                nullif(trim(first_name), '') as first_name,
+                nullif(trim(last_name), '') as last_name,
+                nullif(trim(email), '') as email,
+                nullif(trim({identifier}), '') as identifier
+            from raw.roster
+        )
+
         select
             line_number,
-            nullif(trim(first_name), '') as first_name,
-            nullif(trim(last_name), '') as last_name,
+            case when first_name is not null then true end as first_name,
+            case when last_name is not null then true end as last_name,
+            case when email is not null then true end as email,
+            case when identifier is not null then true end as identifier,
+            cast(
+                case
+                    when email is null then null
+                    when email in (select unnest($invalid::varchar [])) then 'invalid'
+                    else 'valid'
+                end as enum ('valid', 'invalid')
+            ) as email_check
+        from roster
+        order by line_number
+        """,
+        {"invalid": invalid},
+    ).df()
+    for key, value in _KEYS.items():
+        # One key at a time: ranking all three in one query holds every key string at once.
+        codes = con.execute(
+            f"""
+            select case when key is not null then dense_rank() over (order by key) end::integer as code
+            from (select line_number, {value} as key from raw.roster)
+            order by line_number
+            """
+        ).df()
+        frame[key] = codes["code"].array
+    return frame, problems
+
+
+def _line_values(con, school: SchoolConfig, lines: list[int]) -> dict[int, dict]:
+    """The failing lines' raw values by standard column name, their trimmed EMAIL and identifier, and
+    their compared keys: what the messages quote."""
+    identifier = _raw_column(school.identifier_column)
+    keys = ", ".join(f"{value} as {key}" for key, value in _KEYS.items())
+    cursor = con.execute(
+        f"""
+        select
+            line_number,
+            first_name as "FIRST_NAME",
+            last_name as "LAST_NAME",
+            email as "EMAIL",
+            user_id as "USER_ID",
+            user_login as "USER_LOGIN",
             nullif(trim(email), '') as email,
             nullif(trim({identifier}), '') as identifier,
-            lower(nullif(trim(email), '')) as email_key,
-            nullif(trim(user_id), '') as user_id_key,
-            lower(nullif(trim(user_login), '')) as user_login_key,
-            first_name as first_name_raw,
-            last_name as last_name_raw,
-            email as email_raw,
-            user_id as user_id_raw,
-            user_login as user_login_raw
+            {keys}
         from raw.roster
-        order by line_number
-        """
-    ).df()
-    problems = {value: email_problem(value) for value in frame["email"].dropna().unique()}
-    frame["email_check"] = [
-        None if not isinstance(value, str) else ("invalid" if problems[value] else "valid")
-        for value in frame["email"]
-    ]
-    return frame, problems
+        where line_number in (select unnest($lines::integer []))
+        """,
+        {"lines": lines},
+    )
+    names = [column[0] for column in cursor.description]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
 
 def _gx_context(report_dir: Path | None):
@@ -214,11 +318,6 @@ def _run_suites(context, asset_name: str, frame, suites: list[dict], parameters:
     return {run.suite_name: run.results for run in result.run_results.values()}
 
 
-def _text(value) -> str | None:
-    """A frame cell as text; pandas gives NaN for a SQL null."""
-    return value if isinstance(value, str) else None
-
-
 def _failed_lines(result) -> list[int]:
     return sorted({int(entry["line_number"]) for entry in result.result.get("unexpected_index_list", [])})
 
@@ -250,8 +349,7 @@ def _structure_findings(results, file_frame, school: SchoolConfig, rows_in_file:
     return findings
 
 
-def _row_findings(results, frame, problems: dict, school: SchoolConfig, labels: dict) -> list[Finding]:
-    rows = frame.set_index("line_number")
+def _row_findings(results, values: dict, problems: dict, school: SchoolConfig, labels: dict) -> list[Finding]:
     findings = []
     for result in results:
         if result.success:
@@ -259,7 +357,7 @@ def _row_findings(results, frame, problems: dict, school: SchoolConfig, labels: 
         rule = result.expectation_config.meta["rule"]
         column = _ROW_RULE_COLUMNS.get(rule, school.identifier_column)
         for line in _failed_lines(result):
-            row = rows.loc[line]
+            row = values[line]
             if rule == "email_invalid":
                 message = f"{labels['EMAIL']} {row['email']!r} is not valid: {problems[row['email']]}"
             else:
@@ -269,9 +367,9 @@ def _row_findings(results, frame, problems: dict, school: SchoolConfig, labels: 
                     rule=rule,
                     message=message,
                     line_number=line,
-                    identifier=_text(row["identifier"]),
+                    identifier=row["identifier"],
                     column_name=column,
-                    value=_text(row[f"{column.lower()}_raw"]),
+                    value=row[column],
                 )
             )
     return findings
@@ -283,8 +381,7 @@ def _lines_text(lines: list[int], shown: int = 10) -> str:
     return text if len(lines) <= shown else f"{text} and {len(lines) - shown} more"
 
 
-def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> list[Finding]:
-    rows = frame.set_index("line_number")
+def _duplicate_findings(results, values: dict, school: SchoolConfig, labels: dict) -> list[Finding]:
     findings = []
     for result in results:
         if result.success:
@@ -293,10 +390,11 @@ def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> l
         key = result.expectation_config.kwargs["column"]
         groups: dict[str, list[int]] = defaultdict(list)
         for line in _failed_lines(result):
-            groups[rows.loc[line][key]].append(line)
+            groups[values[line][key]].append(line)
         how = "trimmed" if column == "USER_ID" else "trimmed, ignoring case"
         for lines in sorted(groups.values()):
-            raw = rows.loc[lines[0]][f"{key.removesuffix('_key')}_raw"]
+            first = values[lines[0]]
+            raw = first[column]
             on_lines = _lines_text(lines)
             if school.duplicates == "reject_file":
                 findings.append(
@@ -305,7 +403,7 @@ def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> l
                         message=f"{labels[column]} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
                         "each user must have exactly one record",
                         line_number=lines[0],
-                        identifier=_text(rows.loc[lines[0]]["identifier"]),
+                        identifier=first["identifier"],
                         column_name=column,
                         value=raw,
                     )
@@ -318,9 +416,9 @@ def _duplicate_findings(results, frame, school: SchoolConfig, labels: dict) -> l
                         message=f"{labels[column]} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
                         "every line of the group is ignored",
                         line_number=line,
-                        identifier=_text(rows.loc[line]["identifier"]),
+                        identifier=values[line]["identifier"],
                         column_name=column,
-                        value=rows.loc[line][f"{key.removesuffix('_key')}_raw"],
+                        value=values[line][column],
                     )
                 )
     return findings
@@ -350,7 +448,7 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     context = _gx_context(report_dir)
     parameters = {"required_columns": list(school.required_columns)}
 
-    file_frame = _file_frame(con, school)
+    file_frame = _file_frame(con)
     rows_in_file = _rows_in_file(con, len(file_frame))
     labels = _header_labels(con)
     structure = _run_suites(context, "file", file_frame, [load_suite("file_structure")], parameters, run_id)
@@ -366,8 +464,11 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
                 e for e in required["expectations"] if e["meta"]["rule"] != "identifier_blank"
             ]
         results = _run_suites(context, "roster", frame, [required, load_suite("uniqueness")], {}, run_id)
-        row_findings = _row_findings(results["required_values"], frame, problems, school, labels)
-        duplicates = _duplicate_findings(results["uniqueness"], frame, school, labels)
+        del frame
+        failed = {line for suite in results.values() for result in suite for line in _failed_lines(result)}
+        values = _line_values(con, school, sorted(failed))
+        row_findings = _row_findings(results["required_values"], values, problems, school, labels)
+        duplicates = _duplicate_findings(results["uniqueness"], values, school, labels)
         if school.duplicates == "reject_file":
             file_errors.extend(duplicates)
         else:
@@ -380,7 +481,7 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     warned_lines = {f.line_number for f in row_findings if f.severity == "warning"}
     warned_lines |= {line for _, line, severity, _ in earlier if severity == "warning" and line}
     # Only data records count: a warning on the header or on a skipped blank line is not a row's.
-    warned_lines &= set(file_frame["line_number"].astype(int))
+    warned_lines &= _data_lines(con, warned_lines)
     warned_lines -= rejected_lines
 
     limit = school.thresholds.max_rejected_pct
@@ -407,6 +508,15 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
         rows_warned=len(warned_lines),
         data_docs=docs if docs is not None and docs.is_file() else None,
     )
+
+
+def _data_lines(con, lines: set[int]) -> set[int]:
+    """Those of `lines` that hold a loaded data record."""
+    rows = con.execute(
+        "select line_number from raw.roster where line_number in (select unnest($lines::integer []))",
+        {"lines": sorted(lines)},
+    ).fetchall()
+    return {line for (line,) in rows}
 
 
 def _rows_in_file(con, loaded: int) -> int:
