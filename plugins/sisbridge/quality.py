@@ -61,7 +61,11 @@ _KEYS = {
     "user_id_key": "nullif(trim(user_id), '')",
     "user_login_key": "lower(nullif(trim(user_login), ''))",
 }
-# The shape of an address the SQL fast path accepts without email-validator (see `emails_to_check`).
+# The shape of an address the SQL fast path accepts without email-validator (see `emails_to_check`):
+# an ASCII dot-atom local part, and two or more letter/digit labels joined by single hyphens (so no
+# Punycode or other "xx--" label) ending in a letters-only top-level domain. With the RFC lengths and
+# no special-use name, email-validator accepts every such address (its syntax.py checks nothing that
+# such an address can fail); test_quality_email_fast_path holds the fast path to that.
 _FAST_EMAIL = (
     r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*"
     r"@[A-Za-z0-9]+(-[A-Za-z0-9]+)*(\.[A-Za-z0-9]+(-[A-Za-z0-9]+)*)*\.[A-Za-z]{2,}"
@@ -138,14 +142,8 @@ def _file_frame(con):
 
 
 def emails_to_check(con, table: str = "raw.roster") -> list[str]:
-    """The distinct trimmed, non-blank `email` values of `table` that the fast path does not vouch for.
-
-    The fast path accepts, in SQL, only addresses that email-validator certainly accepts: an ASCII
-    dot-atom local part, and a domain of two or more letter/digit labels joined by single hyphens (so no
-    Punycode or other "xx--" label) under a letters-only top-level domain that is not a special-use
-    name, all within the RFC lengths. Everything else goes through `email_problem` one by one.
-    tests/quality/test_quality_email_fast_path.py checks that the fast path never accepts more.
-    """
+    """The distinct trimmed, non-blank `email` values of `table` that the SQL fast path does not accept:
+    only these need email-validator (`email_problem`)."""
     from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
     # email-validator refuses a special-use name and every name under it (it compares lowercased).
