@@ -183,27 +183,83 @@ opt_outs as (
 
 ),
 
-old_communities as (
+added_memberships as (
 
     select
         external_id,
         community_group,
-        string_agg(community, '; ' order by community) as communities
+        community
+    from target_memberships
+    except
+    select
+        external_id,
+        community_group,
+        community
+    from applied_memberships
+
+),
+
+removed_memberships as (
+
+    select
+        external_id,
+        community_group,
+        community
+    from applied_memberships
+    except
+    select
+        external_id,
+        community_group,
+        community
+    from target_memberships
+
+),
+
+membership_differences as (
+
+    -- The (user, group) pairs whose set of communities differs between baseline and target; only
+    -- these are aggregated below, which keeps a week with few changes cheap for a large school.
+    select
+        external_id,
+        community_group
+    from added_memberships
+    union
+    select
+        external_id,
+        community_group
+    from removed_memberships
+
+),
+
+old_communities as (
+
+    select
+        applied_memberships.external_id,
+        applied_memberships.community_group,
+        string_agg(applied_memberships.community, '; ' order by applied_memberships.community) as communities
 
     from applied_memberships
-    group by external_id, community_group
+    inner join membership_differences
+        on
+            applied_memberships.external_id = membership_differences.external_id
+            and applied_memberships.community_group = membership_differences.community_group
+    group by applied_memberships.external_id, applied_memberships.community_group
 
 ),
 
 new_communities as (
 
     select
-        external_id,
-        community_group,
-        string_agg(community, '; ' order by community) as communities
+        target_memberships.external_id,
+        target_memberships.community_group,
+        string_agg(target_memberships.community, '; ' order by target_memberships.community) as communities
 
     from target_memberships
-    group by external_id, community_group
+    inner join membership_differences
+        on
+            target_memberships.external_id = membership_differences.external_id
+            and target_memberships.community_group = membership_differences.community_group
+    group by target_memberships.external_id, target_memberships.community_group
 
 ),
 
@@ -212,17 +268,21 @@ membership_updates as (
     select
         kept.external_id,
         'update' as change_type,
-        'communities:' || coalesce(new_communities.community_group, old_communities.community_group) as field,
+        'communities:' || membership_differences.community_group as field,
         old_communities.communities as old_value,
         new_communities.communities as new_value
 
-    from old_communities
-    full outer join new_communities
-        on
-            old_communities.external_id = new_communities.external_id
-            and old_communities.community_group = new_communities.community_group
+    from membership_differences
     inner join kept
-        on coalesce(new_communities.external_id, old_communities.external_id) = kept.external_id
+        on membership_differences.external_id = kept.external_id
+    left join old_communities
+        on
+            membership_differences.external_id = old_communities.external_id
+            and membership_differences.community_group = old_communities.community_group
+    left join new_communities
+        on
+            membership_differences.external_id = new_communities.external_id
+            and membership_differences.community_group = new_communities.community_group
     where old_communities.communities is distinct from new_communities.communities
 
 ),
