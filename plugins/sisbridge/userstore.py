@@ -646,6 +646,11 @@ def _stage_batch(con, conn: sa.Connection, batch_no: int, workdir) -> int:
         _stage(conn, _STAGE_USERS, stage_users)
         _stage(conn, _STAGE_MEMBERS, con.execute(_batch_query("_push_members", batch_no)).fetchall())
         return len(stage_users)
+    # Every statement of a batch is driven by its staged users through the store's primary keys. Left
+    # to itself the planner hashes the whole users and user_communities tables once per batch
+    # instead: linear in the school's size for every batch, and it spills with the default work_mem.
+    conn.exec_driver_sql("set local enable_hashjoin = off")
+    conn.exec_driver_sql("set local enable_mergejoin = off")
     # DuckDB writes the batch as CSV and PostgreSQL reads it with COPY: no value passes through Python.
     # Every non-null value is quoted, so an empty string stays empty and only NULL is unquoted-empty.
     for source, stage in (("_push_users", _STAGE_USERS), ("_push_members", _STAGE_MEMBERS)):
@@ -667,6 +672,8 @@ def _copy_into_stage(conn: sa.Connection, table: str, path) -> None:
             cursor.copy_expert(f"copy {table} from stdin (format csv)", source)
     finally:
         cursor.close()
+    columns = ", ".join(name for name, _ in _STAGE_COLUMNS[table][: 1 if table == _STAGE_USERS else 3])
+    conn.exec_driver_sql(f"create index on {table} ({columns})")
     # Temp tables get no statistics on their own; without them the planner guesses badly.
     conn.exec_driver_sql(f"analyze {table}")
 
@@ -684,16 +691,13 @@ select u.external_id,
         for name in _BEFORE_JSON_COLUMNS
     )
 })::text,
-       coalesce(m.memberships, '[]')
+       coalesce((
+           select json_agg(json_build_array(c.community_group, c.community)
+                           order by c.community_group, c.community)::text
+           from user_communities as c
+           where c.school_id = u.school_id and c.external_id = u.external_id
+       ), '[]')
 from users as u
-left join (
-    select c.external_id,
-           json_agg(json_build_array(c.community_group, c.community)
-                    order by c.community_group, c.community)::text as memberships
-    from user_communities as c
-    where c.school_id = %(school)s and c.external_id in (select external_id from {_STAGE_USERS})
-    group by c.external_id
-) as m on m.external_id = u.external_id
 where u.school_id = %(school)s and u.external_id in (select external_id from {_STAGE_USERS})
 """
 
@@ -877,27 +881,18 @@ def _finish_push(con, school: SchoolConfig, run_id: str, batch_size: int, batche
                 """,
                 [run_id],
             )
-        con.execute(
-            "delete from state.applied_users where external_id in (select external_id from _push_changed)"
-        )
-        con.execute(
+        _set_baseline_rows(
+            con,
+            "_push_changed",
             f"""
-            insert into state.applied_users ({users_cols}, applied_run_id)
-            select {users_cols}, ? from intermediate.int_users_target_state
+            select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state
             where external_id in (select external_id from _push_changed)
             """,
             [run_id],
-        )
-        con.execute(
-            "delete from state.applied_memberships "
-            "where external_id in (select external_id from _push_changed)"
-        )
-        con.execute(
             f"""
-            insert into state.applied_memberships ({members_cols})
             select distinct {members_cols} from intermediate.int_memberships_target_state
             where external_id in (select external_id from _push_changed)
-            """
+            """,
         )
         con.execute("delete from audit.applied_changes where run_id = ?", [run_id])
         # An opt-out the store did not take (customized, or already opted out) was not applied.
@@ -956,6 +951,66 @@ def _finish_push(con, school: SchoolConfig, run_id: str, batch_size: int, batche
         con.execute("rollback")
         raise
     return result
+
+
+def _set_baseline_rows(
+    con, ids: str, users_query: str, users_params: list, members_query: str, members_params=()
+) -> None:
+    """Make the baseline of the users in temp table `ids` equal the given rows (none: not there).
+
+    Rows are updated in place, and only the rows that go away are deleted: DuckDB commits deletes
+    from its key-indexed tables slowly, and a delete plus insert of the same key slower still.
+    """
+    con.execute(f"create or replace temp table _baseline_users as {users_query}", users_params)
+    con.execute(f"create or replace temp table _baseline_members as {members_query}", list(members_params))
+    columns = (*_STATE_USER_COLUMNS, "applied_run_id")
+    con.execute(
+        f"""
+        delete from state.applied_users
+        where external_id in (select external_id from {ids})
+          and external_id not in (select external_id from _baseline_users)
+        """
+    )
+    con.execute(
+        f"""
+        update state.applied_users
+        set {", ".join(f"{column} = n.{column}" for column in columns[1:])}
+        from _baseline_users as n
+        where state.applied_users.external_id = n.external_id
+        """
+    )
+    con.execute(
+        f"""
+        insert into state.applied_users ({", ".join(columns)})
+        select {", ".join(columns)} from _baseline_users as n
+        where n.external_id not in (select external_id from state.applied_users)
+        """
+    )
+    members = ", ".join(_MEMBERSHIP_COLUMNS)
+    con.execute(
+        f"""
+        delete from state.applied_memberships
+        using (
+            select {members} from state.applied_memberships
+            where external_id in (select external_id from {ids})
+            except
+            select {members} from _baseline_members
+        ) as gone
+        where state.applied_memberships.external_id = gone.external_id
+          and state.applied_memberships.community_group = gone.community_group
+          and state.applied_memberships.community = gone.community
+        """
+    )
+    con.execute(
+        f"""
+        insert into state.applied_memberships ({members})
+        select {members} from _baseline_members
+        except
+        select {members} from state.applied_memberships where external_id in (select external_id from {ids})
+        """
+    )
+    con.execute("drop table temp._baseline_users")
+    con.execute("drop table temp._baseline_members")
 
 
 def _refuse_unless_rollable(con, school: SchoolConfig, run_id: str) -> None:
@@ -1087,25 +1142,17 @@ def _restore_baseline(
             """,
             [run_id, run_id, run_id],
         )
-        con.execute(
-            "delete from state.applied_users where external_id in (select external_id from _rollback_ids)"
-        )
-        con.execute(
+        _set_baseline_rows(
+            con,
+            "_rollback_ids",
             f"""
-            insert into state.applied_users ({", ".join(_STATE_USER_COLUMNS)}, applied_run_id)
             select {", ".join(_STATE_USER_COLUMNS)}, applied_run_id
             from audit.push_baseline_users where run_id = ?
             """,
             [run_id],
-        )
-        con.execute(
-            "delete from state.applied_memberships "
-            "where external_id in (select external_id from _rollback_ids)"
-        )
-        con.execute(
             f"""
-            insert into state.applied_memberships ({", ".join(_MEMBERSHIP_COLUMNS)})
-            select {", ".join(_MEMBERSHIP_COLUMNS)} from audit.push_baseline_memberships where run_id = ?
+            select distinct {", ".join(_MEMBERSHIP_COLUMNS)}
+            from audit.push_baseline_memberships where run_id = ?
             """,
             [run_id],
         )
