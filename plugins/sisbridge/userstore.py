@@ -449,11 +449,20 @@ on conflict (school_id, external_id) do nothing
 """
 
 
-def _delete_stale_memberships(users_stage: str) -> str:
+def _delete_stale_memberships(users_stage: str, *, postgres: bool) -> str:
+    # On PostgreSQL a join lets the staged users drive the delete through the primary key; SQLite
+    # has no DELETE ... USING.
+    scope = (
+        f"""using (select distinct external_id from {users_stage}) as staged
+    where user_communities.school_id = :school
+      and user_communities.external_id = staged.external_id"""
+        if postgres
+        else f"""where school_id = :school
+      and external_id in (select external_id from {users_stage})"""
+    )
     return f"""
     delete from user_communities
-    where school_id = :school
-      and external_id in (select external_id from {users_stage})
+    {scope}
       and not exists (
           select 1 from {_STAGE_MEMBERS} m
           where m.external_id = user_communities.external_id
@@ -775,7 +784,7 @@ def _apply_batch(
         _save_before(con, run_id, batch_no, before_path, now)
         # Users first, while the old memberships are still there to compare against.
         conn.execute(_text(_UPDATE_USERS), params)
-        conn.execute(_text(_delete_stale_memberships(_STAGE_USERS)), params)
+        conn.execute(_text(_delete_stale_memberships(_STAGE_USERS, postgres=_is_postgres(conn))), params)
         conn.execute(_text(_delete_users(_STAGE_USERS, "in_target")), params)
         conn.execute(_text(_INSERT_USERS), params)
         conn.execute(_text(_insert_memberships(_STAGE_USERS, "in_target")), params)
@@ -1110,7 +1119,7 @@ def rollback(
         # Lock the rows; the before image of a rollback is not kept (it restores a known state).
         _read_before(conn, school.school_id, _STAGE_BEFORE)
         restored = conn.execute(_text(_RESTORE_UPDATE), params).rowcount
-        conn.execute(_text(_delete_stale_memberships(_STAGE_BEFORE)), params)
+        conn.execute(_text(_delete_stale_memberships(_STAGE_BEFORE, postgres=_is_postgres(conn))), params)
         removed = conn.execute(_text(_delete_users(_STAGE_BEFORE, "existed")), params).rowcount
         recreated = conn.execute(_text(_RESTORE_INSERT), params).rowcount
         conn.execute(_text(_insert_memberships(_STAGE_BEFORE, "existed")), params)
