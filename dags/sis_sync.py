@@ -42,6 +42,10 @@ SENSOR_POKE_S = float(os.environ.get("SISBRIDGE_SENSOR_POKE_S", 300))
 # reads its info-level JSON lines, whereas in-process (dbtRunner) it converts every debug event of
 # every node to JSON, which cost more than the build itself (docs/scaling.md).
 DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+# Each dbt model as its own task (Cosmos watchers: 52 task instances a run), or the transform as one
+# task running the same `dbt build`. Both run one build; one task is lighter for the scheduler when
+# hundreds of schools run on the same night (docs/scaling.md).
+DBT_MODEL_TASKS = os.environ.get("SISBRIDGE_DBT_MODEL_TASKS", "true").strip().lower() not in ("false", "0")
 
 DOC_MD = """
 ### Roster sync for {name} (`{school_id}`)
@@ -81,6 +85,33 @@ def _producer_first(group) -> None:
 def _review(context) -> dict | None:
     """The reviewer's answer to this run's approval request (None when nobody was asked)."""
     return context["ti"].xcom_pull(task_ids="approve", key=guards.REVIEW_XCOM_KEY)
+
+
+def _dbt_task_group(school) -> DbtTaskGroup:
+    """The transform as Cosmos watcher tasks: one `dbt build` (the producer), one task per model."""
+    return DbtTaskGroup(
+        group_id="transform",
+        project_config=ProjectConfig(
+            DBT_PROJECT_DIR, manifest_path=DBT_MANIFEST, env_vars=transform.dbt_env(school.school_id)
+        ),
+        profile_config=ProfileConfig(
+            profile_name=transform.DBT_PROFILE,
+            target_name=transform.DBT_TARGET,
+            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.WATCHER,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            dbt_executable_path=DBT_EXECUTABLE,
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            exclude=list(transform.BUILD_EXCLUDE),
+            test_behavior=TestBehavior.AFTER_EACH,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+        ),
+        operator_args={"vars": transform.dbt_vars(school), "install_deps": False},
+    )
 
 
 def build_dag(school):
@@ -125,29 +156,15 @@ def build_dag(school):
         def validate(**context):
             return _stop_if(pipeline.validate(school_id, context["run_id"]).as_xcom())
 
-        transform_models = DbtTaskGroup(
-            group_id="transform",
-            project_config=ProjectConfig(
-                DBT_PROJECT_DIR, manifest_path=DBT_MANIFEST, env_vars=transform.dbt_env(school_id)
-            ),
-            profile_config=ProfileConfig(
-                profile_name=transform.DBT_PROFILE,
-                target_name=transform.DBT_TARGET,
-                profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
-            ),
-            execution_config=ExecutionConfig(
-                execution_mode=ExecutionMode.WATCHER,
-                invocation_mode=InvocationMode.SUBPROCESS,
-                dbt_executable_path=DBT_EXECUTABLE,
-            ),
-            render_config=RenderConfig(
-                load_method=LoadMode.DBT_MANIFEST,
-                exclude=list(transform.BUILD_EXCLUDE),
-                test_behavior=TestBehavior.AFTER_EACH,
-                invocation_mode=InvocationMode.DBT_RUNNER,
-            ),
-            operator_args={"vars": transform.dbt_vars(school), "install_deps": False},
-        )
+        @task(task_id="transform")
+        def transform_build(**context):
+            pipeline.transform(school_id, context["run_id"])
+
+        if DBT_MODEL_TASKS:
+            transform_models = _dbt_task_group(school)
+            _producer_first(transform_models)
+        else:
+            transform_models = transform_build()
 
         @task.branch
         def guard(**context):
@@ -190,7 +207,6 @@ def build_dag(school):
             return summary
 
         loaded = load_raw()
-        _producer_first(transform_models)
         guarded, pushed = guard(), push()
         wait_for_file >> loaded >> validate() >> transform_models >> guarded
         guarded >> [approve, pushed]

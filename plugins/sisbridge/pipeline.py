@@ -130,6 +130,13 @@ def validate(school_id: str, run_id: str) -> Outcome:
     return Outcome(counts=counts)
 
 
+def transform(school_id: str, run_id: str) -> None:
+    """`dbt build` of the school's models and data tests (the DAG's one-task transform)."""
+    from sisbridge import transform as dbt_transform
+
+    dbt_transform.run_build(school_config(school_id), run_id)
+
+
 def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) -> Outcome:
     """Record the transform's warnings, count the change set, and apply the onboarding and thresholds.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 import pytest
 
@@ -72,6 +73,14 @@ WEEK_2 = roster(
 )
 
 
+WEEK_1_MEMBERSHIPS = [
+    ("ada.lovelace@northwind.edu", "Affinity", "Women in Tech"),
+    ("ada.lovelace@northwind.edu", "Career Communities", "Business & Finance"),
+    ("ada.lovelace@northwind.edu", "Career Communities", "Science"),
+    ("alan@northwind.edu", "Career Communities", "Business & Finance"),
+]
+
+
 def by_id(users: list[dict]) -> dict[str, dict]:
     return {user["external_id"]: user for user in users}
 
@@ -120,16 +129,31 @@ def test_week_one_creates_exactly_the_accepted_users(school_env, store_url):
         True,
     )
     assert sis_fields(users["linus@northwind.edu"])[4] == 2027
-    assert [m for m in memberships if not m[0].startswith("filler")] == [
-        ("ada.lovelace@northwind.edu", "Affinity", "Women in Tech"),
-        ("ada.lovelace@northwind.edu", "Career Communities", "Business & Finance"),
-        ("ada.lovelace@northwind.edu", "Career Communities", "Science"),
-        ("alan@northwind.edu", "Career Communities", "Business & Finance"),
-    ]
+    assert [m for m in memberships if not m[0].startswith("filler")] == WEEK_1_MEMBERSHIPS
     with audit.warehouse("northwind", read_only=True) as con:
         findings = {(f.line_number, f.rule, f.severity) for f in audit.findings_of_run(con, run["run_id"])}
     assert (5, "email_invalid", "error") in findings
     assert (6, "community_unmapped", "warning") in findings
+
+
+def test_transform_as_one_task_syncs_the_same_users(school_env, store_url, monkeypatch):
+    # SISBRIDGE_DBT_MODEL_TASKS=false: the same dbt build as one `transform` task, no Cosmos watchers.
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("SISBRIDGE_DBT_MODEL_TASKS", "false")
+    dag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag("sis_sync__northwind")
+    assert [t for t in dag.task_ids if t.startswith("transform")] == ["transform"]
+    _, s3 = school_env("northwind")
+    s3.put_object(Bucket="uconnect-sis-northwind", Key="roster.csv", Body=WEEK_1)
+
+    run = run_dag("northwind")
+
+    assert run["status"] == "succeeded", run["status_reason"]
+    assert (run["rows_in_file"], run["rows_accepted"], run["rows_rejected"]) == (25, 24, 1)
+    assert (run["creates"], run["updates"], run["deactivations"], run["deletes"]) == (24, 0, 0, 0)
+    users, memberships = store_rows(store_url, "northwind")
+    assert len(users) == 24
+    assert [m for m in memberships if not m[0].startswith("filler")] == WEEK_1_MEMBERSHIPS
 
 
 def test_week_two_updates_deactivates_deletes_and_opts_out(school_env, store_url):
