@@ -45,7 +45,7 @@ bench: install ## Benchmarks: 10k/100k/1M rosters end to end into bench/results.
 	$(BIN)/python bench/run.py
 
 .PHONY: bench-schools
-bench-schools: install ## 20 schools x 20k rows at once under a real scheduler (LocalExecutor, PostgreSQL)
+bench-schools: install ## 20 schools x 20k rows at once under a real scheduler (LocalExecutor, PostgreSQL, transform as one task)
 	$(BIN)/python bench/schools.py --executor local
 
 .PHONY: bench-celery

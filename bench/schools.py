@@ -7,6 +7,7 @@ schools alone, then uploads a roster for each of the 20 schools and triggers all
 API at once. Merges `schools_*` (or `celery_*`) figures into bench/results.json.
 
     .venv/bin/python bench/schools.py [--schools 20] [--rows 20000] [--executor local|celery]
+        [--model-tasks true|false]
 """
 
 from __future__ import annotations
@@ -299,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=("local", "celery"), default="local")
     parser.add_argument("--parallelism", type=int, default=8, help="Airflow's [core] parallelism")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--model-tasks",
+        choices=("true", "false"),
+        default=os.environ.get("SISBRIDGE_DBT_MODEL_TASKS", "false"),
+        help="one task per dbt model (Cosmos watchers) or the transform as one task (the default here, "
+        "as docs/scaling.md recommends for many schools)",
+    )
     args = parser.parse_args(argv)
     # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -355,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_UCONNECT_USER_STORE": store_url,
+        "SISBRIDGE_DBT_MODEL_TASKS": args.model_tasks,
         "DO_NOT_TRACK": "1",
     }
     stack = Stack(workdir, env)
@@ -424,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{prefix}_rows_per_school": args.rows,
                 f"{prefix}_executor": env["AIRFLOW__CORE__EXECUTOR"],
                 f"{prefix}_parallelism": args.parallelism,
+                f"{prefix}_dbt_model_tasks": args.model_tasks == "true",
                 f"{prefix}_wall_s": round(wall, 1),
                 f"{prefix}_single_run_s": [round(s, 1) for s in single_s],
                 f"{prefix}_sum_s": round(statistics.median(single_s) * args.schools, 1) if single_s else None,
