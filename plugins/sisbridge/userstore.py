@@ -450,10 +450,12 @@ on conflict (school_id, external_id) do nothing
 
 
 def _delete_stale_memberships(users_stage: str, *, postgres: bool) -> str:
-    # On PostgreSQL a join lets the staged users drive the delete through the primary key; SQLite
-    # has no DELETE ... USING.
+    # On PostgreSQL a join with the staged users (one row per user, indexed on external_id) lets
+    # either side drive the delete through an index; SQLite has no DELETE ... USING. A DISTINCT
+    # subquery here has no index: for a school new to the store, whose memberships the planner
+    # estimates at none, it was rescanned for every membership of the batches before (O(n^2)).
     scope = (
-        f"""using (select distinct external_id from {users_stage}) as staged
+        f"""using {users_stage} as staged
     where user_communities.school_id = :school
       and user_communities.external_id = staged.external_id"""
         if postgres
