@@ -115,6 +115,17 @@ def wait_for_text(driver, text: str, timeout: float = 60) -> None:
     WebDriverWait(driver, timeout).until(lambda d: text in page_text(d), f"{text!r} never showed")
 
 
+def wait_for_element(driver, css: str, timeout: float = 60):
+    """The element matching `css` once it is on the page and clickable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(
+        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, css)), f"{css} never showed"
+    )
+
+
 def grid_lines(driver) -> set[str]:
     """Every line the page shows while its scrollable panels (the grid's task list) scroll through."""
     seen = set(page_text(driver).splitlines())
@@ -179,7 +190,8 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
 
     browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}")
     wait_for_text(browser, "Task Instances")
-    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Expand all task groups']").click()
+    # The grid's toolbar renders after the page's first text: wait for the button, not just the page.
+    wait_for_element(browser, "button[aria-label='Expand all task groups']").click()
     wait_for_text(browser, "dbt_producer_watcher")
     screenshot(browser, "grid.png")
     lines = page_text(browser).splitlines()
