@@ -1,38 +1,44 @@
 with
 
-target_users as (
+target_users as not materialized (
 
     select * from {{ ref('int_users_target_state') }}
 
 ),
 
-applied_users as (
+applied_users as not materialized (
 
     select * from {{ ref('stg_state__applied_users') }}
 
 ),
 
-target_memberships as (
+target_memberships as not materialized (
 
     select * from {{ ref('int_memberships_target_state') }}
 
 ),
 
-applied_memberships as (
+applied_memberships as not materialized (
 
     select * from {{ ref('stg_state__applied_memberships') }}
 
 ),
 
-file_users as (
+file_users as not materialized (
 
-    select * from {{ ref('int_users_enriched') }}
+    select
+        external_id,
+        line_number
+    from {{ ref('int_users_enriched') }}
 
 ),
 
 paired as (
 
-    -- The change set is the difference between the applied baseline and the target state.
+    -- The change set is the difference between the applied baseline and the target state. The join
+    -- keeps only the keys, the statuses and one flag per user: carrying every old and new value of a
+    -- large school through it made DuckDB spill to disk. The values are read back below, only for the
+    -- users with a changed field.
     select
         coalesce(target_users.external_id, applied_users.external_id) as external_id,
         applied_users.external_id is not null as is_in_baseline,
@@ -41,20 +47,16 @@ paired as (
         target_users.status as new_status,
         applied_users.is_email_opt_out as was_email_opt_out,
         target_users.email_opt_out as is_email_opt_out,
-        applied_users.email as old_email,
-        target_users.email as new_email,
-        applied_users.user_id as old_user_id,
-        target_users.user_id as new_user_id,
-        applied_users.user_login as old_user_login,
-        target_users.user_login as new_user_login,
-        applied_users.first_name as old_first_name,
-        target_users.first_name as new_first_name,
-        applied_users.last_name as old_last_name,
-        target_users.last_name as new_last_name,
-        applied_users.user_type as old_user_type,
-        target_users.user_type as new_user_type,
-        applied_users.graduation_year::varchar as old_graduation_year,
-        target_users.graduation_year::varchar as new_graduation_year
+        (
+            applied_users.email is distinct from target_users.email
+            or applied_users.user_id is distinct from target_users.user_id
+            or applied_users.user_login is distinct from target_users.user_login
+            or applied_users.first_name is distinct from target_users.first_name
+            or applied_users.last_name is distinct from target_users.last_name
+            or applied_users.user_type is distinct from target_users.user_type
+            or applied_users.graduation_year::varchar
+            is distinct from target_users.graduation_year::varchar
+        ) as has_field_change
 
     from target_users
     full outer join applied_users
@@ -71,16 +73,29 @@ kept as (
 
 kept_with_field_changes as (
 
-    -- One pass over the kept users; only those with a changed field are unpivoted below.
-    select * from kept
-    where
-        old_email is distinct from new_email
-        or old_user_id is distinct from new_user_id
-        or old_user_login is distinct from new_user_login
-        or old_first_name is distinct from new_first_name
-        or old_last_name is distinct from new_last_name
-        or old_user_type is distinct from new_user_type
-        or old_graduation_year is distinct from new_graduation_year
+    select
+        kept.external_id,
+        applied_users.email as old_email,
+        target_users.email as new_email,
+        applied_users.user_id as old_user_id,
+        target_users.user_id as new_user_id,
+        applied_users.user_login as old_user_login,
+        target_users.user_login as new_user_login,
+        applied_users.first_name as old_first_name,
+        target_users.first_name as new_first_name,
+        applied_users.last_name as old_last_name,
+        target_users.last_name as new_last_name,
+        applied_users.user_type as old_user_type,
+        target_users.user_type as new_user_type,
+        applied_users.graduation_year::varchar as old_graduation_year,
+        target_users.graduation_year::varchar as new_graduation_year
+
+    from kept
+    inner join target_users
+        on kept.external_id = target_users.external_id
+    inner join applied_users
+        on kept.external_id = applied_users.external_id
+    where kept.has_field_change
 
 ),
 
@@ -183,51 +198,22 @@ opt_outs as (
 
 ),
 
-added_memberships as (
-
-    select
-        external_id,
-        community_group,
-        community
-    from target_memberships
-    except
-    select
-        external_id,
-        community_group,
-        community
-    from applied_memberships
-
-),
-
-removed_memberships as (
-
-    select
-        external_id,
-        community_group,
-        community
-    from applied_memberships
-    except
-    select
-        external_id,
-        community_group,
-        community
-    from target_memberships
-
-),
-
 membership_differences as (
 
-    -- The (user, group) pairs whose set of communities differs between baseline and target; only
-    -- these are aggregated below, which keeps a week with few changes cheap for a large school.
-    select
-        external_id,
-        community_group
-    from added_memberships
-    union
-    select
-        external_id,
-        community_group
-    from removed_memberships
+    -- The (user, group) pairs whose set of communities differs between baseline and target: a
+    -- membership on one side only. Only these pairs are aggregated below, which keeps a week with few
+    -- changes cheap for a large school.
+    select distinct
+        coalesce(target_memberships.external_id, applied_memberships.external_id) as external_id,
+        coalesce(target_memberships.community_group, applied_memberships.community_group) as community_group
+
+    from target_memberships
+    full outer join applied_memberships
+        on
+            target_memberships.external_id = applied_memberships.external_id
+            and target_memberships.community_group = applied_memberships.community_group
+            and target_memberships.community = applied_memberships.community
+    where target_memberships.external_id is null or applied_memberships.external_id is null
 
 ),
 
