@@ -84,9 +84,16 @@ create table if not exists audit.applied_changes (
     new_value varchar,
     applied_at timestamp not null
 );
+"""
 
+# The baseline tables carry no primary key. DuckDB keeps an ART index for a key and writes it out at
+# every commit that touches the table: at a million users that cost about 2 s a push. Their keys are
+# still checked at every run, by the unique tests on `stg_state__applied_users` and
+# `stg_state__applied_memberships`, and the baseline is only ever written by key.
+_STATE_SCHEMA = {
+    "applied_users": """
 create table if not exists state.applied_users (
-    external_id varchar primary key,
+    external_id varchar not null,
     email varchar,
     user_id varchar,
     user_login varchar,
@@ -98,14 +105,15 @@ create table if not exists state.applied_users (
     email_opt_out boolean not null,
     applied_run_id varchar not null
 );
-
+""",
+    "applied_memberships": """
 create table if not exists state.applied_memberships (
     external_id varchar not null,
     community_group varchar not null,
-    community varchar not null,
-    primary key (external_id, community_group, community)
+    community varchar not null
 );
-"""
+""",
+}
 
 RUN_COUNT_COLUMNS = (
     "rows_in_file",
@@ -174,6 +182,34 @@ def utcnow() -> datetime:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_SCHEMA)
+    _drop_state_keys(con)
+    for ddl in _STATE_SCHEMA.values():
+        con.execute(ddl)
+
+
+def _drop_state_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild a baseline table that an older version created with a primary key, without it."""
+    keyed = [
+        table
+        for (table,) in con.execute(
+            """
+            select table_name from duckdb_constraints()
+            where schema_name = 'state' and constraint_type = 'PRIMARY KEY'
+            """
+        ).fetchall()
+        if table in _STATE_SCHEMA
+    ]
+    for table in keyed:
+        con.execute("begin")
+        try:
+            con.execute(f"alter table state.{table} rename to _{table}_keyed")
+            con.execute(_STATE_SCHEMA[table])
+            con.execute(f"insert into state.{table} select * from state._{table}_keyed")
+            con.execute(f"drop table state._{table}_keyed")
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
 
 
 @contextlib.contextmanager

@@ -850,33 +850,24 @@ def _finish_push(con, school: SchoolConfig, run_id: str, batch_size: int, batche
     members_cols = ", ".join(_MEMBERSHIP_COLUMNS)
     con.execute("begin")
     try:
-        # EXCEPT compares NULLs as equal: exactly the rows that differ, in either direction.
+        # The users whose baseline row or memberships differ from the target, in either direction.
+        # `is distinct from` compares NULLs as equal; one join per table, keyed on the user.
+        differs = " or ".join(f"a.{column} is distinct from t.{column}" for column in _STATE_USER_COLUMNS[1:])
         con.execute(
             f"""
             create or replace temp table _push_changed as
-            select external_id from (
-                select {users_cols} from state.applied_users
-                except
-                select {users_cols} from intermediate.int_users_target_state
-            )
+            select coalesce(a.external_id, t.external_id) as external_id
+            from state.applied_users as a
+            full join intermediate.int_users_target_state as t on a.external_id = t.external_id
+            where a.external_id is null or t.external_id is null or {differs}
             union
-            select external_id from (
-                select {users_cols} from intermediate.int_users_target_state
-                except
-                select {users_cols} from state.applied_users
-            )
-            union
-            select external_id from (
-                select {members_cols} from state.applied_memberships
-                except
-                select {members_cols} from intermediate.int_memberships_target_state
-            )
-            union
-            select external_id from (
-                select {members_cols} from intermediate.int_memberships_target_state
-                except
-                select {members_cols} from state.applied_memberships
-            )
+            select coalesce(a.external_id, t.external_id)
+            from state.applied_memberships as a
+            full join intermediate.int_memberships_target_state as t
+                on a.external_id = t.external_id
+                and a.community_group = t.community_group
+                and a.community = t.community
+            where a.external_id is null or t.external_id is null
             """
         )
         for table, columns in (
