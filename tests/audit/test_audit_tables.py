@@ -58,3 +58,55 @@ def test_unknown_status_and_column_are_refused(con):
         audit.upsert_run(con, "run-1", school_id="acme", colour="blue")
     with pytest.raises(ValueError, match="severity"):
         audit.Finding("x", "y", severity="fatal")
+
+
+def test_a_baseline_made_with_primary_keys_is_rebuilt_without_them_and_keeps_its_rows(tmp_path):
+    # Older versions keyed the baseline tables; DuckDB wrote those indexes at every commit.
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("create schema state")
+    old.execute(
+        """
+        create table state.applied_users (
+            external_id varchar primary key, email varchar, user_id varchar, user_login varchar,
+            first_name varchar, last_name varchar, user_type varchar, graduation_year integer,
+            status varchar not null, email_opt_out boolean not null, applied_run_id varchar not null
+        )
+        """
+    )
+    old.execute(
+        """
+        create table state.applied_memberships (
+            external_id varchar not null, community_group varchar not null, community varchar not null,
+            primary key (external_id, community_group, community)
+        )
+        """
+    )
+    old.execute(
+        "insert into state.applied_users values "
+        "('a@x.edu', 'a@x.edu', null, null, 'Ada', 'L', 'Alumni', 2020, 'active', false, 'r1')"
+    )
+    old.execute("insert into state.applied_memberships values ('a@x.edu', 'Affinity', 'Chess')")
+    old.close()
+
+    for _ in range(2):  # the second open finds nothing to rebuild
+        with audit.warehouse("old", path=path) as con:
+            keys = con.execute(
+                "select table_name, constraint_type from duckdb_constraints() where schema_name = 'state'"
+            ).fetchall()
+            assert ("applied_users", "PRIMARY KEY") not in keys
+            assert ("applied_memberships", "PRIMARY KEY") not in keys
+            assert ("applied_users", "NOT NULL") in keys
+            assert con.execute(
+                "select external_id, first_name, graduation_year from state.applied_users"
+            ).fetchall() == [("a@x.edu", "Ada", 2020)]
+            assert con.execute("select * from state.applied_memberships").fetchall() == [
+                ("a@x.edu", "Affinity", "Chess")
+            ]
+            tables = {
+                t
+                for (t,) in con.execute(
+                    "select table_name from duckdb_tables() where schema_name = 'state'"
+                ).fetchall()
+            }
+            assert tables == {"applied_users", "applied_memberships"}
