@@ -432,6 +432,7 @@ _READ_CSV = """read_csv(
 )"""
 _LINES = "_sisbridge_lines"
 _FIELDS = "_sisbridge_fields"
+_JOINED = "_sisbridge_joined"
 
 
 def _insert_rows(con, relation: str, params: dict, positions: dict, school: SchoolConfig) -> None:
@@ -442,19 +443,28 @@ def _insert_rows(con, relation: str, params: dict, positions: dict, school: Scho
         "coalesce(n.line_number, error(concat('unaligned row ', f.c0))) is not null "
         "and coalesce(f.c0, error(concat('unaligned line ', n.line_number))) is not null"
     )
-    joined = f"{_LINES} as n positional join {relation} as f where {aligned}"
-    selects = ", ".join(
-        f"f.c{positions[name]}" if name in positions else "null::varchar" for name in RAW_COLUMNS
+    # The file is read once into a temp table, and both raw tables are filled from it: reading the
+    # CSV a second time for the community cells cost more than the copy.
+    con.execute(
+        f"create or replace temp table {_JOINED} as "
+        f"select n.line_number, f.* from {_LINES} as n positional join {relation} as f where {aligned}",
+        params,
     )
-    con.execute(f"insert into raw.roster select n.line_number, {selects} from {joined}", params)
-    present = [name for name in school.community_columns if name in positions]
-    if present:
-        cells = ", ".join(f"f.c{positions[name]}" for name in present)
-        con.execute(
-            "insert into raw.roster_communities select line_number, unnest(names), unnest(cells) from "
-            f"(select n.line_number, $names::varchar[] as names, [{cells}] as cells from {joined})",
-            {**params, "names": present},
+    try:
+        selects = ", ".join(
+            f"c{positions[name]}" if name in positions else "null::varchar" for name in RAW_COLUMNS
         )
+        con.execute(f"insert into raw.roster select line_number, {selects} from {_JOINED}")
+        present = [name for name in school.community_columns if name in positions]
+        if present:
+            cells = ", ".join(f"c{positions[name]}" for name in present)
+            con.execute(
+                "insert into raw.roster_communities select line_number, unnest(names), unnest(cells) from "
+                f"(select line_number, $names::varchar[] as names, [{cells}] as cells from {_JOINED})",
+                {"names": present},
+            )
+    finally:
+        con.execute(f"drop table if exists {_JOINED}")
 
 
 def _read_with_python(con, scanned: ScannedFile, rows) -> None:
