@@ -16,7 +16,6 @@ file: the rule protects the preferences the user chose, not the school's record 
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import re
@@ -513,15 +512,6 @@ def _read_before(conn: sa.Connection, school_id: str, stage: str) -> tuple[dict,
     return rows, members
 
 
-def _json_row(row: dict | None) -> str | None:
-    if row is None:
-        return None
-    return json.dumps(
-        {k: v.strftime(_TIMESTAMP_FORMAT) if isinstance(v, datetime) else v for k, v in row.items()},
-        sort_keys=True,
-    )
-
-
 def _ensure_warehouse_tables(con) -> None:
     con.execute(_WAREHOUSE_SCHEMA)
 
@@ -689,32 +679,61 @@ def _copy_into_stage(conn: sa.Connection, table: str, path) -> None:
     conn.exec_driver_sql(f"analyze {table}")
 
 
-# The before image of the staged users that exist in the store, as `_json_row` writes it: one row per
-# user with all its columns (keys sorted) and its memberships as [[group, community], ...].
+# The before image of the staged users that exist in the store: one row per user with all its columns
+# (keys sorted; timestamps in _TIMESTAMP_FORMAT) and its memberships as [[group, community], ...]. The store
+# hands over plain rows and DuckDB builds the JSON: building it in PostgreSQL cost more than the batch's
+# statements.
 _BEFORE_JSON_COLUMNS = tuple(sorted(column.name for column in users.columns))
-_PG_BEFORE_IMAGE = f"""
-select u.external_id,
-       json_build_object({
+_TIMESTAMP_COLUMNS = ("created_at", "updated_at")
+_BEFORE_USERS_FILE = "before_users.csv"
+_BEFORE_MEMBERS_FILE = "before_members.csv"
+_PG_BEFORE_USERS = f"""
+select {
     ", ".join(
-        f"'{name}', to_char(u.{name}, 'YYYY-MM-DD HH24:MI:SS.US')"
-        if name in ("created_at", "updated_at")
-        else f"'{name}', u.{name}"
+        f"to_char({name}, 'YYYY-MM-DD HH24:MI:SS.US')" if name in _TIMESTAMP_COLUMNS else name
         for name in _BEFORE_JSON_COLUMNS
     )
-})::text,
-       coalesce((
-           select json_agg(json_build_array(c.community_group, c.community)
-                           order by c.community_group, c.community)::text
-           from user_communities as c
-           where c.school_id = u.school_id and c.external_id = u.external_id
-       ), '[]')
-from users as u
-where u.school_id = %(school)s and u.external_id in (select external_id from {_STAGE_USERS})
+}
+from users
+where school_id = %(school)s and external_id in (select external_id from {_STAGE_USERS})
+"""
+_PG_BEFORE_MEMBERS = f"""
+select external_id, community_group, community
+from user_communities
+where school_id = %(school)s and external_id in (select external_id from {_STAGE_USERS})
 """
 
 
-def _read_before_to_file(conn: sa.Connection, school_id: str, path) -> None:
-    """Lock the staged users' store rows and write their before image (CSV: id, row, memberships)."""
+def _duckdb_type(column: sa.Column) -> str:
+    if column.name in _TIMESTAMP_COLUMNS:
+        return "varchar"  # already in _TIMESTAMP_FORMAT
+    if isinstance(column.type, sa.Integer):
+        return "integer"
+    if isinstance(column.type, sa.Boolean):
+        return "boolean"
+    return "varchar"
+
+
+def _csv_field(value) -> str:
+    """A CSV field as PostgreSQL's COPY writes it with FORCE_QUOTE *: NULL alone is left unquoted."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, datetime):
+        value = value.strftime(_TIMESTAMP_FORMAT)
+    return '"' + str(value).replace('"', '""') + '"'
+
+
+def _write_csv(path, rows) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as target:
+        for row in rows:
+            target.write(",".join(_csv_field(value) for value in row) + "\n")
+
+
+def _read_before_to_file(conn: sa.Connection, school_id: str, workdir) -> None:
+    """Lock the staged users' store rows and write their rows and memberships as CSV into `workdir`."""
+    users_path, members_path = workdir / _BEFORE_USERS_FILE, workdir / _BEFORE_MEMBERS_FILE
     if _is_postgres(conn):
         conn.execute(
             sa.text(
@@ -730,38 +749,66 @@ def _read_before_to_file(conn: sa.Connection, school_id: str, path) -> None:
         )
         cursor = conn.connection.dbapi_connection.cursor()
         try:
-            query = cursor.mogrify(_PG_BEFORE_IMAGE, {"school": school_id}).decode()
-            with open(path, "w", encoding="utf-8", newline="") as target:
-                cursor.copy_expert(f"copy ({query}) to stdout (format csv)", target)
+            for query, path in ((_PG_BEFORE_USERS, users_path), (_PG_BEFORE_MEMBERS, members_path)):
+                query = cursor.mogrify(query, {"school": school_id}).decode()
+                with open(path, "w", encoding="utf-8", newline="") as target:
+                    cursor.copy_expert(f"copy ({query}) to stdout (format csv, force_quote *)", target)
         finally:
             cursor.close()
         return
     rows, members = _read_before(conn, school_id, _STAGE_USERS)
-    with open(path, "w", encoding="utf-8", newline="") as target:
-        writer = csv.writer(target)
-        for external_id, row in rows.items():
-            writer.writerow((external_id, _json_row(row), json.dumps(members.get(external_id, []))))
+    _write_csv(users_path, ([row[name] for name in _BEFORE_JSON_COLUMNS] for row in rows.values()))
+    _write_csv(
+        members_path,
+        (
+            (external_id, group, community)
+            for external_id, pairs in members.items()
+            for group, community in pairs
+        ),
+    )
 
 
-def _save_before(con, run_id: str, batch_no: int, path, at) -> None:
+def _read_csv_sql(path, columns: dict[str, str]) -> str:
+    column_types = ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items())
+    return f"""read_csv(
+                {_duckdb_literal(path)}, columns = {{{column_types}}}, header = false,
+                auto_detect = false, delim = ',', quote = '"', escape = '"', new_line = '\\n',
+                allow_quoted_nulls = false
+            )"""
+
+
+def _save_before(con, run_id: str, batch_no: int, workdir, at) -> None:
     """Keep the batch's prior store state in the warehouse before the batch commits (for rollback).
 
     Every user of the batch gets a row; `user_row` is null for a user the store did not have.
     """
+    user_columns = {column.name: _duckdb_type(column) for column in users.columns}
+    before_users = _read_csv_sql(
+        workdir / _BEFORE_USERS_FILE, {name: user_columns[name] for name in _BEFORE_JSON_COLUMNS}
+    )
+    before_members = _read_csv_sql(
+        workdir / _BEFORE_MEMBERS_FILE,
+        {"external_id": "varchar", "community_group": "varchar", "community": "varchar"},
+    )
+    user_row = "json_object(" + ", ".join(f"'{name}', b.{name}" for name in _BEFORE_JSON_COLUMNS) + ")"
     con.execute("begin")
     try:
         con.execute("delete from audit.applied_before where run_id = ? and batch_no = ?", [run_id, batch_no])
         con.execute(
             f"""
             insert into audit.applied_before
-            select ?, ?, s.external_id, b.user_row::json, coalesce(b.memberships, '[]')::json, ?
+            select ?, ?, s.external_id,
+                   case when b.external_id is not null then {user_row} end,
+                   coalesce(m.memberships, '[]')::json, ?
             from _push_users as s
-            left join read_csv(
-                {_duckdb_literal(path)},
-                columns = {{'external_id': 'varchar', 'user_row': 'varchar', 'memberships': 'varchar'}},
-                header = false, auto_detect = false, delim = ',', quote = '"', escape = '"',
-                allow_quoted_nulls = false
-            ) as b on b.external_id = s.external_id
+            left join {before_users} as b on b.external_id = s.external_id
+            left join (
+                select external_id,
+                       to_json(list([community_group, community] order by community_group, community))
+                           as memberships
+                from {before_members}
+                group by external_id
+            ) as m on m.external_id = s.external_id
             where s.batch_no = ?
             order by s.external_id
             """,
@@ -779,11 +826,10 @@ def _apply_batch(
     """Set one batch of users and their memberships to the target state, in one store transaction."""
     now = utcnow()
     params = _params(school.school_id, now)
-    before_path = workdir / "before.csv"
     with engine.begin() as conn:
         count = _stage_batch(con, conn, batch_no, workdir)
-        _read_before_to_file(conn, school.school_id, before_path)
-        _save_before(con, run_id, batch_no, before_path, now)
+        _read_before_to_file(conn, school.school_id, workdir)
+        _save_before(con, run_id, batch_no, workdir, now)
         # Users first, while the old memberships are still there to compare against.
         conn.execute(_text(_UPDATE_USERS), params)
         conn.execute(_text(_delete_stale_memberships(_STAGE_USERS, postgres=_is_postgres(conn))), params)
@@ -960,8 +1006,8 @@ def _set_baseline_rows(
 ) -> None:
     """Make the baseline of the users in temp table `ids` equal the given rows (none: not there).
 
-    Rows are updated in place, and only the rows that go away are deleted: DuckDB commits deletes
-    from its key-indexed tables slowly, and a delete plus insert of the same key slower still.
+    Rows are updated in place, and only the rows that go away are deleted: a large school's weekly
+    change then rewrites a tenth of the baseline, not all of it.
     """
     con.execute(f"create or replace temp table _baseline_users as {users_query}", users_params)
     con.execute(f"create or replace temp table _baseline_members as {members_query}", list(members_params))
