@@ -26,7 +26,7 @@ from cosmos.constants import (
 )
 
 from sisbridge import guards, landing, pipeline, transform
-from sisbridge.config import load_schools
+from sisbridge.config import dag_id, load_schools
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -118,7 +118,7 @@ def build_dag(school):
     school_id = school.school_id
 
     @dag(
-        dag_id=f"sis_sync__{school_id}",
+        dag_id=dag_id(school_id),
         schedule=CronTriggerTimetable(school.schedule, timezone=school.timezone),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
@@ -219,6 +219,6 @@ def build_dag(school):
 # start-up does not grow with the number of schools. The dag-processor and `dags list` build them all.
 _WANTED_DAG_ID = get_parsing_context().dag_id
 for _school in load_schools(SCHOOLS_DIR):
-    _dag_id = f"sis_sync__{_school.school_id}"
+    _dag_id = dag_id(_school.school_id)
     if _WANTED_DAG_ID is None or _WANTED_DAG_ID == _dag_id:
         globals()[_dag_id] = build_dag(_school)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sisbridge.audit import RUN_COUNT_COLUMNS
-from sisbridge.config import ConfigError, load_school, schools_dir, sisbridge_home
+from sisbridge.config import ConfigError, dag_id, load_school, schools_dir, sisbridge_home
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,9 +70,9 @@ def run_dag(school_id: str) -> dict:
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         raise ConfigError("; ".join(f"{path}: {err}" for path, err in bag.import_errors.items()))
-    dag = bag.get_dag(f"sis_sync__{school_id}")
+    dag = bag.get_dag(dag_id(school_id))
     if dag is None:
-        raise UsageError(f"no DAG sis_sync__{school_id}: is there a {school_id}.yaml in {schools_dir()}?")
+        raise UsageError(f"no DAG {dag_id(school_id)}: is there a {school_id}.yaml in {schools_dir()}?")
     dag_run = dag.test(run_conf={"interactive_approval": False})
     with audit.warehouse(school_id, read_only=True) as con:
         row = audit.get_run(con, dag_run.run_id)

@@ -295,6 +295,11 @@ def safe_component(value: str) -> str:
     return cleaned
 
 
+def dag_id(school_id: str) -> str:
+    """The id of a school's sync DAG."""
+    return f"sis_sync__{school_id}"
+
+
 def warehouse_path(school_id: str) -> Path:
     return sisbridge_home() / "warehouse" / f"{safe_component(school_id)}.duckdb"
 
