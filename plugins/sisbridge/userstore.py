@@ -687,6 +687,16 @@ _BEFORE_JSON_COLUMNS = tuple(sorted(column.name for column in users.columns))
 _TIMESTAMP_COLUMNS = ("created_at", "updated_at")
 _BEFORE_USERS_FILE = "before_users.csv"
 _BEFORE_MEMBERS_FILE = "before_members.csv"
+# The staged users' store rows are locked and copied into a temp table in one pass, driven by the
+# staged users (one row each, indexed); the before images are read from that copy, and memberships
+# are looked up only for the users the store has (a school's first push is all new users).
+_STAGE_BEFORE_USERS = "sisbridge_before_users"
+_PG_LOCK_BEFORE_USERS = f"""
+create temp table {_STAGE_BEFORE_USERS} on commit drop as
+select u.* from {_STAGE_USERS} as s
+join users as u on u.school_id = :school and u.external_id = s.external_id
+for update of u
+"""
 _PG_BEFORE_USERS = f"""
 select {
     ", ".join(
@@ -694,13 +704,12 @@ select {
         for name in _BEFORE_JSON_COLUMNS
     )
 }
-from users
-where school_id = %(school)s and external_id in (select external_id from {_STAGE_USERS})
+from {_STAGE_BEFORE_USERS}
 """
 _PG_BEFORE_MEMBERS = f"""
-select external_id, community_group, community
-from user_communities
-where school_id = %(school)s and external_id in (select external_id from {_STAGE_USERS})
+select c.external_id, c.community_group, c.community
+from {_STAGE_BEFORE_USERS} as u
+join user_communities as c on c.school_id = u.school_id and c.external_id = u.external_id
 """
 
 
@@ -735,22 +744,10 @@ def _read_before_to_file(conn: sa.Connection, school_id: str, workdir) -> None:
     """Lock the staged users' store rows and write their rows and memberships as CSV into `workdir`."""
     users_path, members_path = workdir / _BEFORE_USERS_FILE, workdir / _BEFORE_MEMBERS_FILE
     if _is_postgres(conn):
-        conn.execute(
-            sa.text(
-                f"""
-                select count(*) from (
-                    select 1 from users
-                    where school_id = :school and external_id in (select external_id from {_STAGE_USERS})
-                    for update
-                ) as locked
-                """
-            ),
-            {"school": school_id},
-        )
+        conn.execute(sa.text(_PG_LOCK_BEFORE_USERS), {"school": school_id})
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             for query, path in ((_PG_BEFORE_USERS, users_path), (_PG_BEFORE_MEMBERS, members_path)):
-                query = cursor.mogrify(query, {"school": school_id}).decode()
                 with open(path, "w", encoding="utf-8", newline="") as target:
                     cursor.copy_expert(f"copy ({query}) to stdout (format csv, force_quote *)", target)
         finally:
