@@ -115,6 +115,13 @@ def wait_for_text(driver, text: str, timeout: float = 60) -> None:
     WebDriverWait(driver, timeout).until(lambda d: text in page_text(d), f"{text!r} never showed")
 
 
+def wait_for_url(driver, part: str, timeout: float = 60) -> None:
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(expected_conditions.url_contains(part), f"never reached {part!r}")
+
+
 def wait_for_element(driver, css: str, timeout: float = 60):
     """The element matching `css` once it is on the page and clickable."""
     from selenium.webdriver.common.by import By
@@ -166,6 +173,8 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
     airflow.wait_until(awaiting_review, timeout=1200, what="the run to wait in approve", every=5)
 
     browser.get(f"{airflow.url}/")
+    # The UI sends an anonymous visitor to the login page from the browser, after the page loads.
+    wait_for_url(browser, "/auth/login")
     assert "/auth/login" in browser.current_url
     browser.find_element(By.NAME, "username").send_keys(ADMIN)
     browser.find_element(By.NAME, "password").send_keys(airflow.password)
