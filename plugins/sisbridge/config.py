@@ -313,5 +313,21 @@ def warehouse_memory_limit() -> str:
     return os.environ.get("SISBRIDGE_DUCKDB_MEMORY_LIMIT", "1GB")
 
 
+def push_workers() -> int:
+    """How many push batches one school applies at a time, each in its own store connection.
+
+    Two keep the push's DuckDB work and the store's work overlapping on two cores; each worker holds
+    one store connection for the length of the push.
+    """
+    value = os.environ.get("SISBRIDGE_PUSH_WORKERS", "2")
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ValueError(f"SISBRIDGE_PUSH_WORKERS must be a whole number of at least 1, not {value!r}")
+    return workers
+
+
 def reports_dir(school_id: str, run_id: str) -> Path:
     return sisbridge_home() / "reports" / safe_component(school_id) / safe_component(run_id)

@@ -3,7 +3,9 @@
 The store is PostgreSQL in production and SQLite as the embedded default, reached through SQLAlchemy
 Core. A push applies the change set in batches, one transaction per batch: each batch sets its users
 and their memberships to the run's target state, so replaying a batch is harmless, and the store
-records which batches are done, so a retried push never captures a second "before" image.
+records which batches are done, so a retried push never captures a second "before" image. On
+PostgreSQL two batches (`SISBRIDGE_PUSH_WORKERS`) are applied at a time, so that the warehouse's
+work for one overlaps the store's work for the other.
 
 Email preferences (DESIGN.md, "Email preferences") live in `_OPT_OUT_RULE` and `_INSERT_USERS` only:
 - a new user starts with `email_opt_out` equal to the file's flag;
@@ -18,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import tempfile
+import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +32,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from sisbridge.audit import get_run, upsert_run, utcnow
-from sisbridge.config import SchoolConfig
+from sisbridge.config import SchoolConfig, push_workers
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "uconnect_user_store"
 # Users per store transaction: bounds the row locks held and the memory of one batch.
@@ -640,27 +646,49 @@ def _duckdb_literal(path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _stage_batch(con, conn: sa.Connection, batch_no: int, workdir) -> int:
+def _export_batch(con, batch_no: int, workdir: Path) -> Path:
+    """Write one batch's staged users and memberships as CSV into its own folder; returns the folder.
+
+    Every non-null value is quoted, so an empty string stays empty and only NULL is unquoted-empty.
+    The batch's workers read these files, not the session's temp tables, which no other DuckDB
+    connection can see.
+    """
+    batch_dir = workdir / f"batch-{int(batch_no)}"
+    batch_dir.mkdir()
+    for source, stage in (("_push_users", _STAGE_USERS), ("_push_members", _STAGE_MEMBERS)):
+        con.execute(
+            f"copy ({_batch_query(source, batch_no)}) to {_duckdb_literal(batch_dir / f'{stage}.csv')} "
+            "(format csv, header false, force_quote *)"
+        )
+    return batch_dir
+
+
+def _stage_csv_sql(batch_dir: Path, table: str) -> str:
+    """A read_csv of a batch's exported stage table, with the stage table's columns and types."""
+    kinds = {"text": "varchar", "boolean": "boolean", "integer": "integer"}
+    return _read_csv_sql(
+        batch_dir / f"{table}.csv", {name: kinds[kind] for name, kind in _STAGE_COLUMNS[table]}
+    )
+
+
+def _stage_batch(cur, conn: sa.Connection, batch_dir: Path) -> int:
     """Stage one batch's users and memberships in the store session; returns the number of users."""
     if not _is_postgres(conn):
-        stage_users = con.execute(_batch_query("_push_users", batch_no)).fetchall()
-        _stage(conn, _STAGE_USERS, stage_users)
-        _stage(conn, _STAGE_MEMBERS, con.execute(_batch_query("_push_members", batch_no)).fetchall())
-        return len(stage_users)
+        rows = {
+            stage: cur.execute(f"select * from {_stage_csv_sql(batch_dir, stage)}").fetchall()
+            for stage in (_STAGE_USERS, _STAGE_MEMBERS)
+        }
+        for stage, stage_rows in rows.items():
+            _stage(conn, stage, stage_rows)
+        return len(rows[_STAGE_USERS])
     # Every statement of a batch is driven by its staged users through the store's primary keys. Left
     # to itself the planner hashes the whole users and user_communities tables once per batch
     # instead: linear in the school's size for every batch, and it spills with the default work_mem.
     conn.exec_driver_sql("set local enable_hashjoin = off")
     conn.exec_driver_sql("set local enable_mergejoin = off")
-    # DuckDB writes the batch as CSV and PostgreSQL reads it with COPY: no value passes through Python.
-    # Every non-null value is quoted, so an empty string stays empty and only NULL is unquoted-empty.
-    for source, stage in (("_push_users", _STAGE_USERS), ("_push_members", _STAGE_MEMBERS)):
-        path = workdir / f"{stage}.csv"
-        con.execute(
-            f"copy ({_batch_query(source, batch_no)}) to {_duckdb_literal(path)} "
-            "(format csv, header false, force_quote *)"
-        )
-        _copy_into_stage(conn, stage, path)
+    # PostgreSQL reads the batch's files with COPY: no value passes through Python.
+    for stage in (_STAGE_USERS, _STAGE_MEMBERS):
+        _copy_into_stage(conn, stage, batch_dir / f"{stage}.csv")
     return conn.exec_driver_sql(f"select count(*) from {_STAGE_USERS}").scalar_one()
 
 
@@ -740,9 +768,9 @@ def _write_csv(path, rows) -> None:
             target.write(",".join(_csv_field(value) for value in row) + "\n")
 
 
-def _read_before_to_file(conn: sa.Connection, school_id: str, workdir) -> None:
-    """Lock the staged users' store rows and write their rows and memberships as CSV into `workdir`."""
-    users_path, members_path = workdir / _BEFORE_USERS_FILE, workdir / _BEFORE_MEMBERS_FILE
+def _read_before_to_file(conn: sa.Connection, school_id: str, batch_dir: Path) -> None:
+    """Lock the staged users' store rows and write their rows and memberships as CSV into `batch_dir`."""
+    users_path, members_path = batch_dir / _BEFORE_USERS_FILE, batch_dir / _BEFORE_MEMBERS_FILE
     if _is_postgres(conn):
         conn.execute(sa.text(_PG_LOCK_BEFORE_USERS), {"school": school_id})
         cursor = conn.connection.dbapi_connection.cursor()
@@ -774,30 +802,30 @@ def _read_csv_sql(path, columns: dict[str, str]) -> str:
             )"""
 
 
-def _save_before(con, run_id: str, batch_no: int, workdir, at) -> None:
+def _save_before(cur, run_id: str, batch_no: int, batch_dir: Path, at) -> None:
     """Keep the batch's prior store state in the warehouse before the batch commits (for rollback).
 
     Every user of the batch gets a row; `user_row` is null for a user the store did not have.
     """
     user_columns = {column.name: _duckdb_type(column) for column in users.columns}
     before_users = _read_csv_sql(
-        workdir / _BEFORE_USERS_FILE, {name: user_columns[name] for name in _BEFORE_JSON_COLUMNS}
+        batch_dir / _BEFORE_USERS_FILE, {name: user_columns[name] for name in _BEFORE_JSON_COLUMNS}
     )
     before_members = _read_csv_sql(
-        workdir / _BEFORE_MEMBERS_FILE,
+        batch_dir / _BEFORE_MEMBERS_FILE,
         {"external_id": "varchar", "community_group": "varchar", "community": "varchar"},
     )
     user_row = "json_object(" + ", ".join(f"'{name}', b.{name}" for name in _BEFORE_JSON_COLUMNS) + ")"
-    con.execute("begin")
+    cur.execute("begin")
     try:
-        con.execute("delete from audit.applied_before where run_id = ? and batch_no = ?", [run_id, batch_no])
-        con.execute(
+        cur.execute("delete from audit.applied_before where run_id = ? and batch_no = ?", [run_id, batch_no])
+        cur.execute(
             f"""
             insert into audit.applied_before
             select ?, ?, s.external_id,
                    case when b.external_id is not null then {user_row} end,
                    coalesce(m.memberships, '[]')::json, ?
-            from _push_users as s
+            from {_stage_csv_sql(batch_dir, _STAGE_USERS)} as s
             left join {before_users} as b on b.external_id = s.external_id
             left join (
                 select external_id,
@@ -806,27 +834,30 @@ def _save_before(con, run_id: str, batch_no: int, workdir, at) -> None:
                 from {before_members}
                 group by external_id
             ) as m on m.external_id = s.external_id
-            where s.batch_no = ?
             order by s.external_id
             """,
-            [run_id, batch_no, at, batch_no],
+            [run_id, batch_no, at],
         )
-        con.execute("commit")
+        cur.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        cur.execute("rollback")
         raise
 
 
 def _apply_batch(
-    con, engine, school: SchoolConfig, run_id: str, batch_no: int, batch_size: int, workdir
+    cur, engine, school: SchoolConfig, run_id: str, batch_no: int, batch_size: int, batch_dir: Path
 ) -> None:
-    """Set one batch of users and their memberships to the target state, in one store transaction."""
+    """Set one batch of users and their memberships to the target state, in one store transaction.
+
+    `cur` is a DuckDB connection to the school's warehouse (the before images go there) and
+    `batch_dir` the batch's exported stage files.
+    """
     now = utcnow()
     params = _params(school.school_id, now)
     with engine.begin() as conn:
-        count = _stage_batch(con, conn, batch_no, workdir)
-        _read_before_to_file(conn, school.school_id, workdir)
-        _save_before(con, run_id, batch_no, workdir, now)
+        count = _stage_batch(cur, conn, batch_dir)
+        _read_before_to_file(conn, school.school_id, batch_dir)
+        _save_before(cur, run_id, batch_no, batch_dir, now)
         # Users first, while the old memberships are still there to compare against.
         conn.execute(_text(_UPDATE_USERS), params)
         conn.execute(_text(_delete_stale_memberships(_STAGE_USERS, postgres=_is_postgres(conn))), params)
@@ -850,17 +881,32 @@ def _record_batch(conn, school_id: str, run_id: str, batch_no: int, batch_size: 
 
 
 def push(
-    con, engine: sa.Engine, school: SchoolConfig, run_id: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+    con,
+    engine: sa.Engine,
+    school: SchoolConfig,
+    run_id: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
 ) -> PushResult:
-    """Apply the run's change set to the store in batches; then advance the baseline and the audit."""
+    """Apply the run's change set to the store in batches; then advance the baseline and the audit.
+
+    `workers` batches are applied at a time, each in its own store transaction (default
+    `push_workers()`; always one on SQLite, which has one writer).
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    workers = push_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
     _ensure_warehouse_tables(con)
     done_result = _stored_result(con, run_id)
     if done_result is not None:
         return done_result
     _require_change_set(con)
     ensure_schema(engine)
+    if engine.dialect.name != "postgresql":
+        workers = 1
     done = _done_batches(engine, school.school_id, run_id)
     if done:
         # A retry must cut the change set exactly as the first attempt did.
@@ -871,15 +917,83 @@ def push(
     try:
         batches = _prepare_push(con, school, batch_size)
         with tempfile.TemporaryDirectory(prefix="sisbridge-push-") as workdir:
-            for batch_no in range(batches):
-                if batch_no in done:
-                    continue
-                with _store_errors(f"applying batch {batch_no + 1} of {batches} of run {run_id}"):
-                    _apply_batch(con, engine, school, run_id, batch_no, batch_size, Path(workdir))
+            batch_dirs = {
+                batch_no: _export_batch(con, batch_no, Path(workdir))
+                for batch_no in range(batches)
+                if batch_no not in done
+            }
+            _apply_batches(con, engine, school, run_id, batches, batch_size, batch_dirs, workers)
         return _finish_push(con, school, run_id, batch_size, batches)
     finally:
         for table in ("_push_ids", "_push_norm", "_push_users", "_push_members", "_push_changed"):
             con.execute(f"drop table if exists temp.{table}")
+
+
+def _apply_batches(
+    con,
+    engine: sa.Engine,
+    school: SchoolConfig,
+    run_id: str,
+    batches: int,
+    batch_size: int,
+    batch_dirs: dict[int, Path],
+    workers: int,
+) -> None:
+    """Apply the given batches in order, `workers` at a time; raise the first failed batch's error.
+
+    Batches touch disjoint users, and each commits on its own with its row in the batch table, so
+    their order does not matter. After a failure no further batch starts; the ones already running
+    finish (commit or roll back), and a retry applies whatever did not commit.
+    """
+
+    def apply(cur, batch_no: int) -> None:
+        with _store_errors(f"applying batch {batch_no + 1} of {batches} of run {run_id}"):
+            _apply_batch(cur, engine, school, run_id, batch_no, batch_size, batch_dirs[batch_no])
+
+    order = sorted(batch_dirs)
+    if workers == 1 or len(order) < 2:
+        for batch_no in order:
+            apply(con, batch_no)
+        return
+    pending = iter(order)
+    taking = threading.Lock()
+    failed = threading.Event()
+    errors: dict[int, BaseException] = {}
+
+    def work(cur) -> None:
+        try:
+            while not failed.is_set():
+                with taking:
+                    batch_no = next(pending, None)
+                if batch_no is None:
+                    return
+                try:
+                    apply(cur, batch_no)
+                except BaseException as exc:
+                    errors[batch_no] = exc
+                    failed.set()
+        finally:
+            cur.close()
+
+    # One DuckDB connection per worker (a connection is not shared between threads); the store
+    # connections come from the engine's pool, one per worker.
+    threads = [
+        threading.Thread(target=work, args=(con.cursor(),), name=f"sisbridge-push-{n}", daemon=True)
+        for n in range(min(workers, len(order)))
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        failed.set()
+    if errors:
+        first = min(errors)
+        for batch_no, exc in sorted(errors.items()):
+            if batch_no != first:
+                log.warning("batch %d of run %s also failed: %s", batch_no + 1, run_id, _first_line(exc))
+        raise errors[first]
 
 
 def _finish_push(con, school: SchoolConfig, run_id: str, batch_size: int, batches: int) -> PushResult:

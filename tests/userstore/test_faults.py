@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import duckdb
@@ -171,14 +172,128 @@ def test_store_connection_killed_mid_batch_is_transient_and_retry_is_exact(wareh
 
     monkeypatch.setattr(userstore, "_save_before", kill_connection_during_second_batch)
 
+    # One batch at a time, so that exactly the second batch is in flight when the store goes away.
     with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 4"):
-        push(warehouse, engine, ACME, "run-2", batch_size=BATCH)
+        push(warehouse, engine, ACME, "run-2", batch_size=BATCH, workers=1)
     monkeypatch.undo()
 
     assert push(warehouse, engine, ACME, "run-2", batch_size=BATCH) == EXPECTED_RESULT
     assert store_users(engine) == _expected(target)
     assert store_memberships(engine) == EXPECTED_MEMBERSHIPS
     assert len(_audit(warehouse)) == 9
+    engine.dispose()
+
+
+def _hold_batches_together(monkeypatch, arrivals: int, then) -> list[int]:
+    """Make the first `arrivals` batches meet inside their transactions, before their before images.
+
+    Once all have arrived, `then(batch_no)` runs in each of them (it may raise). Returns the list of
+    batch numbers that reached `_save_before`, in order.
+    """
+    original = userstore._save_before
+    barrier = threading.Barrier(arrivals, timeout=60)
+    seen: list[int] = []
+
+    def meeting(cur, run_id, batch_no, *args, **kwargs):
+        seen.append(batch_no)
+        if len(seen) <= arrivals:
+            barrier.wait()
+            then(batch_no)
+        return original(cur, run_id, batch_no, *args, **kwargs)
+
+    monkeypatch.setattr(userstore, "_save_before", meeting)
+    return seen
+
+
+def _converges(warehouse, engine, target, before_users, before_members) -> None:
+    """A clean retry gives the scenario's store, audit and before images; rollback restores run 1."""
+    assert push(warehouse, engine, ACME, "run-2", batch_size=BATCH, workers=2) == EXPECTED_RESULT
+    assert store_users(engine) == _expected(target)
+    assert store_memberships(engine) == EXPECTED_MEMBERSHIPS
+    audit_rows = _audit(warehouse)
+    assert len(audit_rows) == 9 and len(set(audit_rows)) == 9
+    assert warehouse.execute(
+        """
+        select count(*), count(distinct external_id), list(distinct batch_no order by batch_no)
+        from audit.applied_before where run_id = 'run-2'
+        """
+    ).fetchone() == (8, 8, [0, 1, 2, 3])
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == (before_users, before_members)
+
+
+def _done_batch_numbers(engine) -> list[int]:
+    with engine.connect() as conn:
+        return sorted(
+            row.batch_no
+            for row in conn.execute(
+                sa.select(userstore.push_batches.c.batch_no).where(userstore.push_batches.c.run_id == "run-2")
+            )
+        )
+
+
+def test_two_workers_apply_the_same_push_as_one(pg_url, warehouse, monkeypatch):
+    engine = store_engine(pg_url)
+    target, _, before_users, before_members = _scenario(warehouse, engine)
+    # Both workers are inside a batch transaction at the same time before either commits.
+    seen = _hold_batches_together(monkeypatch, 2, lambda _: None)
+
+    _converges(warehouse, engine, target, before_users, before_members)
+    assert sorted(seen) == [0, 1, 2, 3]
+    engine.dispose()
+
+
+def test_a_batch_failing_while_another_is_in_flight_stops_the_push(pg_url, warehouse, monkeypatch):
+    engine = store_engine(pg_url)
+    target, _, before_users, before_members = _scenario(warehouse, engine)
+
+    threads = {}
+
+    def second_batch_dies(batch_no):
+        threads[batch_no] = threading.current_thread()
+        if batch_no == 1:
+            raise RuntimeError("worker killed")
+        # The first batch goes on only once the failed batch's worker has stopped.
+        while 1 not in threads:
+            time.sleep(0.01)
+        threads[1].join(timeout=60)
+
+    seen = _hold_batches_together(monkeypatch, 2, second_batch_dies)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        push(warehouse, engine, ACME, "run-2", batch_size=BATCH, workers=2)
+    monkeypatch.undo()
+
+    # The batch in flight beside the failed one committed; no batch started after the failure.
+    assert sorted(seen) == [0, 1]
+    assert _done_batch_numbers(engine) == [0]
+    assert warehouse.execute(
+        "select count(*) from audit.applied_changes where run_id = 'run-2'"
+    ).fetchone() == (0,)
+    _converges(warehouse, engine, target, before_users, before_members)
+    engine.dispose()
+
+
+def test_store_killed_under_two_workers_names_the_first_failed_batch(pg_url, warehouse, monkeypatch):
+    engine = store_engine(pg_url)
+    target, _, before_users, before_members = _scenario(warehouse, engine)
+
+    killed = threading.Event()
+
+    def kill_once(batch_no):
+        if batch_no == 0:
+            _terminate_other_backends(pg_url)
+            killed.set()
+        else:
+            killed.wait(timeout=60)
+
+    _hold_batches_together(monkeypatch, 2, kill_once)
+    # Both store connections die mid-transaction: the error names the first batch, none committed.
+    with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 1 of 4"):
+        push(warehouse, engine, ACME, "run-2", batch_size=BATCH, workers=2)
+    monkeypatch.undo()
+
+    assert _done_batch_numbers(engine) == []
+    _converges(warehouse, engine, target, before_users, before_members)
     engine.dispose()
 
 
