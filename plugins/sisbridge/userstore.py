@@ -717,13 +717,19 @@ _BEFORE_USERS_FILE = "before_users.csv"
 _BEFORE_MEMBERS_FILE = "before_members.csv"
 # The staged users' store rows are locked and copied into a temp table in one pass, driven by the
 # staged users (one row each, indexed); the before images are read from that copy, and memberships
-# are looked up only for the users the store has (a school's first push is all new users).
+# are looked up only for the users the store has (a school's first push is all new users). The
+# lateral subquery keeps the staged users as the driving side: with a plain join the planner, whose
+# statistics still count a new school's users as a handful, scanned all of the school's stored users
+# for every batch (quadratic over a first push: 0.6 s a batch at 600,000 users).
 _STAGE_BEFORE_USERS = "sisbridge_before_users"
 _PG_LOCK_BEFORE_USERS = f"""
 create temp table {_STAGE_BEFORE_USERS} on commit drop as
 select u.* from {_STAGE_USERS} as s
-join users as u on u.school_id = :school and u.external_id = s.external_id
-for update of u
+cross join lateral (
+    select * from users
+    where users.school_id = :school and users.external_id = s.external_id
+    for update
+) as u
 """
 _PG_BEFORE_USERS = f"""
 select {
@@ -768,8 +774,11 @@ def _write_csv(path, rows) -> None:
             target.write(",".join(_csv_field(value) for value in row) + "\n")
 
 
-def _read_before_to_file(conn: sa.Connection, school_id: str, batch_dir: Path) -> None:
-    """Lock the staged users' store rows and write their rows and memberships as CSV into `batch_dir`."""
+def _read_before_to_file(conn: sa.Connection, school_id: str, batch_dir: Path) -> int:
+    """Lock the staged users' store rows and write their rows and memberships as CSV into `batch_dir`.
+
+    Returns how many of the staged users the store already has.
+    """
     users_path, members_path = batch_dir / _BEFORE_USERS_FILE, batch_dir / _BEFORE_MEMBERS_FILE
     if _is_postgres(conn):
         conn.execute(sa.text(_PG_LOCK_BEFORE_USERS), {"school": school_id})
@@ -780,7 +789,7 @@ def _read_before_to_file(conn: sa.Connection, school_id: str, batch_dir: Path) -
                     cursor.copy_expert(f"copy ({query}) to stdout (format csv, force_quote *)", target)
         finally:
             cursor.close()
-        return
+        return conn.exec_driver_sql(f"select count(*) from {_STAGE_BEFORE_USERS}").scalar_one()
     rows, members = _read_before(conn, school_id, _STAGE_USERS)
     _write_csv(users_path, ([row[name] for name in _BEFORE_JSON_COLUMNS] for row in rows.values()))
     _write_csv(
@@ -791,6 +800,7 @@ def _read_before_to_file(conn: sa.Connection, school_id: str, batch_dir: Path) -
             for group, community in pairs
         ),
     )
+    return len(rows)
 
 
 def _read_csv_sql(path, columns: dict[str, str]) -> str:
@@ -856,12 +866,15 @@ def _apply_batch(
     params = _params(school.school_id, now)
     with engine.begin() as conn:
         count = _stage_batch(cur, conn, batch_dir)
-        _read_before_to_file(conn, school.school_id, batch_dir)
+        existing = _read_before_to_file(conn, school.school_id, batch_dir)
         _save_before(cur, run_id, batch_no, batch_dir, now)
-        # Users first, while the old memberships are still there to compare against.
-        conn.execute(_text(_UPDATE_USERS), params)
-        conn.execute(_text(_delete_stale_memberships(_STAGE_USERS, postgres=_is_postgres(conn))), params)
-        conn.execute(_text(_delete_users(_STAGE_USERS, "in_target")), params)
+        if existing:
+            # Users first, while the old memberships are still there to compare against. A batch of
+            # new users only (a school's first push) has nothing to update or delete: each of these
+            # statements would probe the store's indexes once per staged user and find nothing.
+            conn.execute(_text(_UPDATE_USERS), params)
+            conn.execute(_text(_delete_stale_memberships(_STAGE_USERS, postgres=_is_postgres(conn))), params)
+            conn.execute(_text(_delete_users(_STAGE_USERS, "in_target")), params)
         conn.execute(_text(_INSERT_USERS), params)
         conn.execute(_text(_insert_memberships(_STAGE_USERS, "in_target")), params)
         _record_batch(conn, school.school_id, run_id, batch_no, batch_size, count, now)
