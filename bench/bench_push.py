@@ -8,7 +8,8 @@ peak RSS of this process during the push. `--write-results` merges the keys into
 Scenarios (`--scenarios`, comma-separated):
 - `week2`: `--users` users in the store and the applied baseline, then a change set of 10.5% of them
   (name, graduation and community updates, opt-outs, deactivations, deletes, creates); median of
-  `--repeats`, the store and the baseline reset before each repeat (untimed).
+  `--repeats`, the store and the baseline reset before each repeat (untimed). With
+  `--stale-statistics` the store keeps the planner statistics of the empty store.
 - `creates`: `--users` creates into an empty store (one run).
 - `basic`: `--rows` creates, then updates, then deactivations, each a median of `--repeats`.
 
@@ -240,7 +241,7 @@ def _build_week2(con, users: int) -> None:
     )
 
 
-def _reset_week1(con, engine, workdir: Path, *, truncate: bool) -> None:
+def _reset_week1(con, engine, workdir: Path, *, truncate: bool, stale_statistics: bool = False) -> None:
     """Put week 1 back: the baseline in `state.*` and the same users in the store."""
     con.execute("begin")
     con.execute("delete from state.applied_users")
@@ -274,6 +275,10 @@ def _reset_week1(con, engine, workdir: Path, *, truncate: bool) -> None:
         [SCHOOL.school_id],
     )
     _empty_store(engine, truncate=truncate)
+    if stale_statistics:
+        # Statistics of the empty store, as after a school's first push before autovacuum ran.
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("analyze")
     with engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
         for table, path in (("users", users_csv), ("user_communities", members_csv)):
@@ -281,15 +286,26 @@ def _reset_week1(con, engine, workdir: Path, *, truncate: bool) -> None:
                 cursor.copy_expert(f"copy {table} from stdin (format csv)", source)
         cursor.close()
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("vacuum analyze")
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "vacuum" if stale_statistics else "vacuum analyze"
+        )
 
 
-def run_week2(con, engine, workdir: Path, meter: Meter, users: int, repeats: int, truncate: bool) -> dict:
+def run_week2(
+    con,
+    engine,
+    workdir: Path,
+    meter: Meter,
+    users: int,
+    repeats: int,
+    truncate: bool,
+    stale_statistics: bool = False,
+) -> dict:
     _build_week2(con, users)
     changed = con.execute("select count(distinct external_id) from marts.user_changes").fetchone()[0]
     runs = []
     for repeat in range(repeats):
-        _reset_week1(con, engine, workdir, truncate=truncate)
+        _reset_week1(con, engine, workdir, truncate=truncate, stale_statistics=stale_statistics)
         with meter:
             result = push(con, engine, SCHOOL, f"week2-{repeat}")
         runs.append(meter.as_dict())
@@ -432,7 +448,9 @@ def run(url: str, scenarios: list[str], args, postmaster_pid: int | None) -> dic
         con = duckdb.connect(str(workdir / f"{scenario}.duckdb"))
         audit.ensure_schema(con)
         if scenario == "week2":
-            result["week2"] = run_week2(con, engine, workdir, meter, args.users, args.repeats, truncate)
+            result["week2"] = run_week2(
+                con, engine, workdir, meter, args.users, args.repeats, truncate, args.stale_statistics
+            )
         elif scenario == "creates":
             result["creates"] = run_creates(con, engine, meter, args.users, truncate)
         elif scenario == "basic":
@@ -475,7 +493,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="users in the basic scenario")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write-results", action="store_true", help="merge the keys into bench/results.json")
+    parser.add_argument(
+        "--stale-statistics",
+        action="store_true",
+        help="week2: leave the store with the statistics of the empty store (as before autovacuum ran)",
+    )
     args = parser.parse_args(argv)
+    if args.stale_statistics and args.write_results:
+        parser.error("--stale-statistics measures a fault case; its figures do not go into results.json")
 
     server = None
     url = args.url
