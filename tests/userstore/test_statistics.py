@@ -54,18 +54,18 @@ def test_statistics_that_miss_the_schools_users_are_refreshed(pg_url):
     engine = _stale_store(pg_url, 20_000)
     assert _estimated_users(engine, "acme") < 2_000
 
-    assert userstore._refresh_stale_statistics(engine, "acme") is True
+    assert userstore._refresh_stale_statistics(engine, "acme", 20_000) is True
 
     assert _estimated_users(engine, "acme") > 15_000
     # Fresh statistics are left alone.
-    assert userstore._refresh_stale_statistics(engine, "acme") is False
+    assert userstore._refresh_stale_statistics(engine, "acme", 20_000) is False
     engine.dispose()
 
 
 def test_a_small_school_does_not_trigger_an_analyze(pg_url):
     engine = _stale_store(pg_url, 500)
 
-    assert userstore._refresh_stale_statistics(engine, "acme") is False
+    assert userstore._refresh_stale_statistics(engine, "acme", 500) is False
     assert _estimated_users(engine, "acme") < 500
     engine.dispose()
 
@@ -74,7 +74,7 @@ def test_the_sqlite_store_is_never_analyzed(tmp_path):
     engine = store_engine(f"sqlite:///{tmp_path / 'store.db'}")
     ensure_schema(engine)
 
-    assert userstore._refresh_stale_statistics(engine, "acme") is False
+    assert userstore._refresh_stale_statistics(engine, "acme", 20_000) is False
     engine.dispose()
 
 
@@ -89,6 +89,14 @@ def test_a_push_refreshes_stale_statistics_before_its_batches(pg_url, warehouse,
 
     monkeypatch.setattr(userstore, "_apply_batch", noting_the_estimate)
     stage_run(warehouse, [person("new@acme.edu")])
+    # The warehouse's baseline says the store holds the school's 20,000 users.
+    warehouse.execute(
+        """
+        insert into state.applied_users (external_id, email, status, email_opt_out, applied_run_id)
+        select 'u' || n || '@acme.edu', 'u' || n || '@acme.edu', 'active', false, 'run-0'
+        from range(1, 20001) as t(n)
+        """
+    )
 
     assert push(warehouse, engine, ACME, "run-1").creates == 1
     assert len(estimates) == 1 and estimates[0] > 15_000
