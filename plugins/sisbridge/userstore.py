@@ -333,7 +333,7 @@ def _normalize_id(school: SchoolConfig, value: str) -> str:
     return _normalize(value) if school.identifier in ("email", "user_login") else value.strip()
 
 
-def _is_postgres(conn: sa.Connection) -> bool:
+def _is_postgres(conn: sa.Connection | sa.Engine) -> bool:
     return conn.dialect.name == "postgresql"
 
 
@@ -957,7 +957,7 @@ def push(
         return done_result
     _require_change_set(con)
     ensure_schema(engine)
-    if engine.dialect.name != "postgresql":
+    if not _is_postgres(engine):
         workers = 1
     done = _done_batches(engine, school.school_id, run_id)
     if done:
