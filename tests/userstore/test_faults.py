@@ -223,13 +223,7 @@ def _converges(warehouse, engine, target, before_users, before_members) -> None:
 
 
 def _done_batch_numbers(engine) -> list[int]:
-    with engine.connect() as conn:
-        return sorted(
-            row.batch_no
-            for row in conn.execute(
-                sa.select(userstore.push_batches.c.batch_no).where(userstore.push_batches.c.run_id == "run-2")
-            )
-        )
+    return sorted(userstore._done_batches(engine, "acme", "run-2"))
 
 
 def test_two_workers_apply_the_same_push_as_one(pg_url, warehouse, monkeypatch):
