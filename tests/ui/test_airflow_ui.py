@@ -157,6 +157,7 @@ def screenshot(driver, name: str) -> Path:
 
 
 def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
 
     airflow, store = stack
@@ -197,10 +198,19 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
 
     assert airflow.wait_until(finished, timeout=600, what="the approved run to finish", every=5) == "success"
 
-    browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}")
-    wait_for_text(browser, "Task Instances")
     # The grid's toolbar renders after the page's first text: wait for the button, not just the page.
-    wait_for_element(browser, "button[aria-label='Expand all task groups']").click()
+    # Once in a clean-clone CI run it never rendered on the first load; a second load is allowed.
+    expand = "button[aria-label='Expand all task groups']"
+    for attempt in (1, 2):
+        browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}")
+        wait_for_text(browser, "Task Instances")
+        try:
+            button = wait_for_element(browser, expand)
+            break
+        except TimeoutException:
+            if attempt == 2:
+                raise
+    button.click()
     wait_for_text(browser, "dbt_producer_watcher")
     screenshot(browser, "grid.png")
     lines = page_text(browser).splitlines()
