@@ -24,6 +24,7 @@ import logging
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -966,22 +967,44 @@ def push(
     else:
         # No batch committed: before images of an earlier attempt were never applied.
         con.execute("delete from audit.applied_before where run_id = ?", [run_id])
+    phases: dict[str, float] = {}
     try:
-        batches = _prepare_push(con, school, batch_size)
+        with _timed(phases, "prepare"):
+            batches = _prepare_push(con, school, batch_size)
         if batches > len(done):
-            applied_users = con.execute("select count(*) from state.applied_users").fetchone()[0]
-            _refresh_stale_statistics(engine, school.school_id, applied_users)
+            with _timed(phases, "statistics"):
+                applied_users = con.execute("select count(*) from state.applied_users").fetchone()[0]
+                _refresh_stale_statistics(engine, school.school_id, applied_users)
         with tempfile.TemporaryDirectory(prefix="sisbridge-push-") as workdir:
-            batch_dirs = {
-                batch_no: _export_batch(con, batch_no, Path(workdir))
-                for batch_no in range(batches)
-                if batch_no not in done
-            }
-            _apply_batches(con, engine, school, run_id, batches, batch_size, batch_dirs, workers)
-        return _finish_push(con, school, run_id, batch_size, batches)
+            with _timed(phases, "export"):
+                batch_dirs = {
+                    batch_no: _export_batch(con, batch_no, Path(workdir))
+                    for batch_no in range(batches)
+                    if batch_no not in done
+                }
+            with _timed(phases, f"{len(batch_dirs)} batches"):
+                _apply_batches(con, engine, school, run_id, batches, batch_size, batch_dirs, workers)
+        with _timed(phases, "finish"):
+            result = _finish_push(con, school, run_id, batch_size, batches)
+        log.info(
+            "push of run %s took %s",
+            run_id,
+            ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items()),
+        )
+        return result
     finally:
         for table in ("_push_ids", "_push_norm", "_push_users", "_push_members", "_push_changed"):
             con.execute(f"drop table if exists temp.{table}")
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], phase: str) -> Generator[None, None, None]:
+    """Add the wall time of the block to phases[phase] (for the push's log line)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - started
 
 
 def _apply_batches(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from userstore.userstore_helpers import (
     customize,
@@ -220,6 +222,21 @@ def test_batches_split_the_change_set(warehouse, engine):
 
     assert result == _result(creates=7, batches=3)
     assert store_users(engine) == [expected_row(p) for p in people]
+
+
+def test_the_push_logs_where_its_time_went(warehouse, engine, caplog):
+    stage_run(warehouse, [person(f"u{n:02d}@acme.edu") for n in range(7)])
+
+    with caplog.at_level("INFO", logger="sisbridge.userstore"):
+        push(warehouse, engine, ACME, "run-1", batch_size=3)
+
+    lines = [record.getMessage() for record in caplog.records if "push of run" in record.getMessage()]
+    assert len(lines) == 1
+    assert re.fullmatch(
+        r"push of run run-1 took prepare \d+\.\d\d s, statistics \d+\.\d\d s, export \d+\.\d\d s, "
+        r"3 batches \d+\.\d\d s, finish \d+\.\d\d s",
+        lines[0],
+    )
 
 
 def test_an_empty_change_set_changes_nothing(warehouse, engine):
