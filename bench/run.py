@@ -361,6 +361,11 @@ def growth_by_stage(results: dict) -> dict:
     return growth
 
 
+def evaluations(results: dict) -> dict:
+    """The figures computed from a whole results file: the targets and the growth by stage."""
+    return {"targets": evaluate_targets(results), "growth_by_stage_s": growth_by_stage(results)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "10k,100k,1m"))
@@ -380,10 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.evaluate:
         merged = json.loads(args.out.read_text())
-        merged["targets"] = evaluate_targets(merged)
-        merged["growth_by_stage_s"] = growth_by_stage(merged)
-        write_results(args.out, merged)
-        summary = {key: merged[key] for key in ("targets", "growth_by_stage_s")}
+        summary = evaluations(merged)
+        write_results(args.out, {**merged, **summary})
         print(json.dumps(summary, indent=2))
         return 0
     # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
@@ -489,8 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, results)
     # The targets mix sizes, which may come from separate invocations: evaluate them on the file.
     merged = json.loads(args.out.read_text())
-    results["targets"] = evaluate_targets(merged)
-    results["growth_by_stage_s"] = growth_by_stage(merged)
+    results.update(evaluations(merged))
     write_results(args.out, results)
     if os.environ.get("BENCH_KEEP") != "1":  # keep dbt's run_results.json and the logs for profiling
         shutil.rmtree(workdir, ignore_errors=True)

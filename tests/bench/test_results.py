@@ -11,17 +11,23 @@ import pytest
 RUN_PY = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
-@pytest.fixture(scope="module")
-def harness():
+def _load_harness():
     spec = importlib.util.spec_from_file_location("bench_run", RUN_PY)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+HARNESS = _load_harness()
+
+
+@pytest.fixture
+def harness():
+    return HARNESS
+
+
 def _run(seconds: float, **stages: float) -> dict:
-    times = dict.fromkeys(("sense", "load", "validate", "transform", "guard", "push", "finalize"), 1.0)
-    return {"seconds": seconds, "stages": {**times, **stages}}
+    return {"seconds": seconds, "stages": {**dict.fromkeys(HARNESS.STAGES, 1.0), **stages}}
 
 
 def _results() -> dict:
