@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync a school now, run the demo, roll a run back."""
+"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back."""
 
 from __future__ import annotations
 
@@ -105,6 +105,49 @@ def cmd_sync(args) -> int:
     return 1 if row["status"] == "failed" else 0
 
 
+def read_connections_only() -> None:
+    """Airflow's home as for `sync`, for commands that only read connections: no metadata DB, quiet logs."""
+    os.environ.setdefault("AIRFLOW_HOME", str(sisbridge_home() / "airflow"))
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
+
+def cmd_onboard(args) -> int:
+    from sisbridge import onboarding
+
+    read_connections_only()
+    options = vars(args).copy()
+    options.pop("command"), options.pop("func")
+    try:
+        result = onboarding.onboard(onboarding.Request(**options))
+    except onboarding.InvalidRequest as exc:
+        raise UsageError(str(exc)) from exc
+    except onboarding.ProvisioningError as exc:
+        print(f"sisbridge: onboard {args.school_id}: {exc}", file=sys.stderr)
+        return 1
+    print(onboarding.report(result))
+    return 0
+
+
+def cmd_upload_url(args) -> int:
+    from sisbridge import onboarding
+
+    read_connections_only()
+    try:
+        url, expires_at = onboarding.upload_url(args.school, args.days)
+    except onboarding.InvalidRequest as exc:
+        raise UsageError(str(exc)) from exc
+    except onboarding.ProvisioningError as exc:
+        print(f"sisbridge: upload-url {args.school}: {exc}", file=sys.stderr)
+        return 1
+    print(url)
+    print(
+        f"valid until {expires_at:%Y-%m-%d %H:%M} UTC; anyone holding it can replace the roster of "
+        f"{args.school} until then (upload: curl --fail -T roster.csv URL)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sisbridge.demo import run_demo
 
@@ -146,6 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="run a school's DAG once, now, in-process")
     sync.add_argument("--school", required=True)
     sync.set_defaults(func=cmd_sync)
+
+    onboard = commands.add_parser(
+        "onboard", help="provision a school: bucket, upload-only key (printed once), YAML in review"
+    )
+    onboard.add_argument("school_id", metavar="ID")
+    onboard.add_argument("--name", help="the school's name (required for a new school)")
+    onboard.add_argument("--identifier", help="email (default), user_id or user_login: what SSO passes")
+    onboard.add_argument("--key", help="the roster's object key (default roster.csv)")
+    onboard.add_argument("--bucket-prefix", help="the bucket is PREFIX + ID, _ as - (default uconnect-sis-)")
+    onboard.add_argument("--aws-conn-id", help="Airflow connection the sync reads with (default sis_s3_ID)")
+    onboard.add_argument("--timezone", help="IANA time zone of the Saturday 23:00 schedule (default UTC)")
+    onboard.add_argument("--roster-versions-days", type=int, help="keep replaced rosters N days (90)")
+    onboard.add_argument("--reports-days", type=int, help="keep each run's reports N days (180)")
+    onboard.add_argument("--rotate-key", action="store_true", help="replace the school's access key")
+    onboard.set_defaults(func=cmd_onboard)
+
+    upload_url = commands.add_parser(
+        "upload-url", help="print a presigned HTTP PUT URL for a school's roster"
+    )
+    upload_url.add_argument("--school", required=True)
+    upload_url.add_argument("--days", type=int, default=7, help="how long it works, 1-7 days (default 7)")
+    upload_url.set_defaults(func=cmd_upload_url)
 
     demo = commands.add_parser("demo", help="local S3 + SQLite store: seed two demo schools and sync them")
     demo.add_argument("--rows", type=int, default=240, help="students per demo school (default 240)")
