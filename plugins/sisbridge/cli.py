@@ -115,8 +115,7 @@ def cmd_onboard(args) -> int:
     from sisbridge import onboarding
 
     read_connections_only()
-    options = vars(args).copy()
-    options.pop("command"), options.pop("func")
+    options = {name: value for name, value in vars(args).items() if name not in ("command", "func")}
     try:
         result = onboarding.onboard(onboarding.Request(**options))
     except onboarding.InvalidRequest as exc:

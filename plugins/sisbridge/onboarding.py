@@ -233,15 +233,13 @@ def plan_config(request: Request, directory: Path | None = None) -> tuple[School
     return _validated(data), path, False
 
 
-def config_yaml(school: SchoolConfig, data: dict) -> str:
-    header = (
-        f"# {school.name}: written by `sisbridge onboard`.\n"
-        "# No auto_sync key: the school is in onboarding review. Every run is a dry run until a\n"
-        "# reviewer approves one in the Airflow UI, which pushes that run and turns auto sync on.\n"
-        f"# s3.aws_conn_id is the Airflow connection the sync reads the bucket with: the platform's\n"
-        "# credentials, never the school's key.\n"
-    )
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+# No value of the school's goes into the comment: a name with a line break could write a key there.
+_CONFIG_HEADER = (
+    "# Written by `sisbridge onboard`. No auto_sync key: the school is in onboarding review. Every run\n"
+    "# is a dry run until a reviewer approves one in the Airflow UI, which pushes that run and turns\n"
+    "# auto sync on. s3.aws_conn_id is the Airflow connection the sync reads the bucket with: the\n"
+    "# platform's credentials, never the school's key.\n"
+)
 
 
 def write_config(school: SchoolConfig, path: Path) -> None:
@@ -256,7 +254,8 @@ def write_config(school: SchoolConfig, path: Path) -> None:
         data["timezone"] = school.timezone
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(config_yaml(school, data), encoding="utf-8")
+    text = _CONFIG_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    partial.write_text(text, encoding="utf-8")
     partial.replace(path)
     loaded = load_school(path)
     if loaded.s3 != school.s3 or loaded.name != school.name:

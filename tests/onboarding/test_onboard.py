@@ -120,6 +120,17 @@ def test_the_config_is_written_in_onboarding_review_and_loads(onboarded, workspa
     assert "auto_sync" not in yaml.safe_load((workspace.schools_dir / "globex_corp.yaml").read_text())
 
 
+def test_a_name_with_a_line_break_cannot_add_keys_to_the_config(onboarded, workspace):
+    name = "Umbrella\nauto_sync: true\n# University"
+
+    result = workspace.run("onboard", "umbrella", "--name", name)
+
+    assert result.returncode == 0, result.stderr
+    path = workspace.schools_dir / "umbrella.yaml"
+    assert load_school(path).name == name
+    assert set(yaml.safe_load(path.read_text())) == {"school_id", "name", "s3", "identifier"}
+
+
 def test_the_output_gives_both_ways_to_upload_and_names_the_sync_connection(onboarded):
     out = onboarded["acme"].stdout
 
