@@ -29,7 +29,9 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path):
     school = load_school(write(tmp_path, "tester", GOOD.format(school_id="tester")))
     defaults = (school.identifier, school.missing_users, school.duplicates)
     assert defaults == ("email", "deactivate", "reject_file")
-    assert (school.schedule, school.timezone, school.auto_sync) == ("0 23 * * 6", "UTC", True)
+    assert (school.schedule, school.timezone) == ("0 23 * * 6", "UTC")
+    # No auto_sync key: the school is in onboarding review, every run a dry run until approved.
+    assert (school.auto_sync, school.sync_mode) == (None, "review")
     assert school.thresholds.model_dump() == {
         "max_removed_pct": 10,
         "max_removed": 500,
