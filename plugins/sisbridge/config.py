@@ -29,7 +29,8 @@ STANDARD_COLUMNS = (
     "STAKEHOLDERS",
     "EMAIL_OPT_OUT",
     "DELETE",
-    # A file may carry both STAKEHOLDERS and USER_TYPE: a non-blank USER_TYPE wins.
+    # A file may carry both STAKEHOLDERS and USER_TYPE: a non-blank USER_TYPE wins. Last, so that
+    # raw.roster's other columns keep their places.
     "USER_TYPE",
 )
 # The primary community column, built in: without a `communities` entry of its own, its values are
@@ -289,6 +290,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         lines = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` is flattened by the parent
+                continue
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             try:
