@@ -53,7 +53,8 @@ Senses `s3://{bucket}/{key}`, loads it raw into the school's DuckDB warehouse, c
 Expectations, builds the change set with dbt, guards it, pushes it to the uConnect user store, and
 writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/`).
 
-- identifier: `{identifier}`; missing users: `{missing_users}`; auto sync: `{auto_sync}`
+- identifier: `{identifier}`; missing users: `{missing_users}`; sync mode: `{sync_mode}` (`review`: no
+  auto_sync key, dry runs until a reviewer approves one; `auto`; `paused`: dry runs only)
 - A run that crosses a mass-change threshold waits in `approve` for a reviewer (Required Actions):
   Approve pushes the change set; Reject, or no answer within {approval_timeout_hours:g} hours, pushes
   nothing. Under `sisbridge sync` (run conf `interactive_approval: false`) it ends as `held` instead.
@@ -124,7 +125,9 @@ def build_dag(school):
         catchup=False,
         max_active_runs=1,
         tags=["sis", school_id],
-        doc_md=DOC_MD.format(**school.model_dump(), bucket=school.s3.bucket, key=school.s3.key),
+        doc_md=DOC_MD.format(
+            **school.model_dump(), sync_mode=school.sync_mode, bucket=school.s3.bucket, key=school.s3.key
+        ),
         default_args={
             "owner": "data-platform",
             "retries": 2,

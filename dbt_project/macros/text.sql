@@ -1,8 +1,3 @@
-{#- Trim spaces, tabs and line breaks (DuckDB's trim() alone strips spaces only); blank becomes null. -#}
-{% macro clean_text(column) -%}
-    nullif(trim({{ column }}, ' ' || chr(9) || chr(10) || chr(13)), '')
-{%- endmacro %}
-
 {#- A yes/no cell: 1, yes or true (case-insensitive, trimmed) mean yes; anything else, blank included, means no. -#}
 {% macro parse_flag(column) -%}
     coalesce(lower({{ clean_text(column) }}) in ('1', 'yes', 'true'), false)

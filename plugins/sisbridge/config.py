@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sisbridge import normalize
+
 SCHOOL_ID_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
 
 # Canonical header names of the standard columns (DESIGN.md, "The school file").
@@ -27,9 +29,13 @@ STANDARD_COLUMNS = (
     "STAKEHOLDERS",
     "EMAIL_OPT_OUT",
     "DELETE",
+    # A file may carry both STAKEHOLDERS and USER_TYPE: a non-blank USER_TYPE wins. Last, so that
+    # raw.roster's other columns keep their places.
+    "USER_TYPE",
 )
-# Built-in aliases that every school gets, on top of its own `header_aliases`.
-BUILTIN_HEADER_ALIASES = {"USER_TYPE": "STAKEHOLDERS"}
+# The primary community column, built in: without a `communities` entry of its own, its values are
+# communities of this group (unless another column of the school already feeds the group).
+BUILTIN_COMMUNITY_COLUMN, BUILTIN_COMMUNITY_GROUP = "PROGRAM", "Career Communities"
 IDENTIFIER_COLUMNS = {"email": "EMAIL", "user_id": "USER_ID", "user_login": "USER_LOGIN"}
 
 
@@ -38,8 +44,8 @@ class ConfigError(ValueError):
 
 
 def normalize_header(name: str) -> str:
-    """Header matching is case-insensitive and ignores surrounding spaces (and a stray BOM)."""
-    return name.replace("\ufeff", "").strip().upper()
+    """Header matching is case-insensitive and ignores surrounding whitespace (and a stray BOM)."""
+    return normalize.trim(name).upper()
 
 
 class _Strict(BaseModel):
@@ -143,7 +149,8 @@ class SchoolConfig(_Strict):
     name: str = Field(min_length=1)
     s3: S3Location
     identifier: Literal["email", "user_id", "user_login"] = "email"
-    auto_sync: bool = True
+    # None (the key left out): onboarding review, every run a dry run until a reviewer approves one.
+    auto_sync: bool | None = None
     schedule: str = "0 23 * * 6"
     timezone: str = "UTC"
     missing_users: Literal["deactivate", "delete", "keep"] = "deactivate"
@@ -180,7 +187,7 @@ class SchoolConfig(_Strict):
 
     @field_validator("header_aliases")
     @classmethod
-    def _aliases_target_known_columns(cls, aliases: dict[str, str]) -> dict[str, str]:
+    def _normalized_aliases(cls, aliases: dict[str, str]) -> dict[str, str]:
         normalized = {}
         for source, target in aliases.items():
             if not normalize_header(source):
@@ -190,14 +197,48 @@ class SchoolConfig(_Strict):
             normalized[normalize_header(source)] = normalize_header(target)
         return normalized
 
-    @model_validator(mode="after")
-    def _communities_are_distinct(self) -> SchoolConfig:
-        seen: set[str] = set()
-        for community in self.communities:
-            if community.column in seen:
-                raise ValueError(f"community column {community.column} is configured twice")
-            seen.add(community.column)
+    @model_validator(mode="wrap")
+    @classmethod
+    def _columns_fit_together(cls, data, handler) -> SchoolConfig:
+        """One column per community group, and every alias names a column the school has.
+
+        Each problem starts with its key as the YAML spells it, since a rule across fields has no
+        single place in pydantic.
+        """
+        self = handler(data)
+        spelled = {}
+        if isinstance(data, dict) and isinstance(data.get("header_aliases"), dict):
+            spelled = {normalize_header(str(source)): source for source in data["header_aliases"]}
+        problems = []
+        columns: set[str] = set()
+        groups: dict[str, str] = {}
+        for index, community in enumerate(self.communities):
+            if community.column in columns:
+                problems.append(f"communities.{index}.column: {community.column} is configured twice")
+            columns.add(community.column)
+            group = normalize.trim(community.group).casefold()
+            if group in groups:
+                problems.append(
+                    f"communities.{index}.group: {community.column} and {groups[group]} both feed the "
+                    f"group {community.group!r}; each community group has exactly one column"
+                )
+            groups.setdefault(group, community.column)
+        for source, target in self.header_aliases.items():
+            if target not in STANDARD_COLUMNS and target not in self.community_columns:
+                communities = ", ".join(self.community_columns) or "none"
+                problems.append(
+                    f"header_aliases.{spelled.get(source, source)}: the target {target!r} is neither a "
+                    f"standard column ({', '.join(STANDARD_COLUMNS)}) nor a community column of this school "
+                    f"({communities})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def sync_mode(self) -> Literal["review", "auto", "paused"]:
+        """`review` (auto_sync unset: onboarding), `auto` (true) or `paused` (false: dry runs only)."""
+        return {None: "review", True: "auto", False: "paused"}[self.auto_sync]
 
     @property
     def identifier_column(self) -> str:
@@ -213,17 +254,53 @@ class SchoolConfig(_Strict):
 
     @property
     def community_columns(self) -> dict[str, CommunityColumn]:
-        return {community.column: community for community in self.communities}
+        """The school's community columns by canonical name, the built-in PROGRAM column included."""
+        columns = {community.column: community for community in self.communities}
+        groups = {normalize.trim(c.group).casefold() for c in self.communities}
+        if BUILTIN_COMMUNITY_COLUMN not in columns and BUILTIN_COMMUNITY_GROUP.casefold() not in groups:
+            columns[BUILTIN_COMMUNITY_COLUMN] = CommunityColumn(
+                column=BUILTIN_COMMUNITY_COLUMN, group=BUILTIN_COMMUNITY_GROUP
+            )
+        return columns
 
     def canonical_header(self, name: str) -> str:
         """Map one header name from the file to its canonical name (aliases applied)."""
         normalized = normalize_header(name)
-        normalized = self.header_aliases.get(normalized, normalized)
-        return BUILTIN_HEADER_ALIASES.get(normalized, normalized)
+        return self.header_aliases.get(normalized, normalized)
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+def _problem(error: dict) -> str:
+    """One pydantic error as `field: message`; a rule across fields names its key in the message."""
+    if error["loc"]:
+        return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, second: int):
+        super().__init__(f"{key}: given twice, on lines {first} and {second}; keep one")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error.
+
+    PyYAML keeps the last of two equal keys without a word, so one of two settings would be ignored.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` is flattened by the parent
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = lines.setdefault(key, line)
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+            if first != line:
+                raise _DuplicateKey(key, first, line)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_values_file(config_path: Path, values_file: str, field: str) -> dict[str, str]:
@@ -239,7 +316,7 @@ def _read_values_file(config_path: Path, values_file: str, field: str) -> dict[s
             raise ConfigError(f"{path}: needs the header columns 'value' and 'community'")
         mapping = {}
         for line, row in enumerate(reader, start=2):
-            row = {normalize_header(k): (v or "").strip() for k, v in row.items() if k is not None}
+            row = {normalize_header(k): normalize.trim(v or "") for k, v in row.items() if k is not None}
             if not row["VALUE"] or not row["COMMUNITY"]:
                 raise ConfigError(f"{path}: line {line}: 'value' and 'community' must not be blank")
             mapping[row["VALUE"]] = row["COMMUNITY"]
@@ -250,11 +327,14 @@ def load_school(path: str | os.PathLike) -> SchoolConfig:
     """Read and validate one school YAML; raise ConfigError naming the file and field."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        # One line: the CLI prints it as one, and YAML's own message spans several.
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of settings")
     for index, community in enumerate(data.get("communities") or []):
@@ -266,7 +346,7 @@ def load_school(path: str | os.PathLike) -> SchoolConfig:
     try:
         school = SchoolConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigError(f"{path}: {problems}") from exc
     if school.school_id != path.stem:
         raise ConfigError(f"{path}: school_id: {school.school_id!r} must equal the file name {path.stem!r}")

@@ -12,6 +12,7 @@ import duckdb
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseNotifier
 
+from sisbridge import normalize
 from sisbridge.audit import Finding
 from sisbridge.config import IDENTIFIER_COLUMNS, SchoolConfig, Thresholds
 
@@ -36,6 +37,12 @@ RULES = {
     "on; check that no column was renamed or dropped by mistake.",
 }
 ROW_RULES = frozenset({"identity_email_taken", "identity_email_moved"})
+# Why a run of a school that does not sync automatically stops at a dry run, by `SchoolConfig.sync_mode`.
+DRY_RUN_REASONS = {
+    "review": "onboarding review (no auto_sync in the school's config): every run is a dry run until a "
+    "reviewer approves one; nothing is pushed",
+    "paused": "auto_sync is false: dry runs only, nothing is pushed",
+}
 
 
 @dataclass(frozen=True)
@@ -133,16 +140,12 @@ def crossed_thresholds(counts: ChangeCounts, thresholds: Thresholds) -> list[str
 def evaluate(con: duckdb.DuckDBPyConnection, school: SchoolConfig) -> GuardDecision:
     """Decide what happens to this run's change set: push it, hold it, or stop at a dry run."""
     counts = count_changes(con)
-    if not school.auto_sync:
-        return GuardDecision(DRY_RUN, ("auto_sync is off: onboarding review, nothing is pushed",), counts)
+    if school.auto_sync is not True:
+        return GuardDecision(DRY_RUN, (DRY_RUN_REASONS[school.sync_mode],), counts)
     crossed = crossed_thresholds(counts, school.thresholds)
     if crossed:
         return GuardDecision(HOLD, tuple(crossed), counts)
     return GuardDecision(PUSH, (), counts)
-
-
-# Trimmed like dbt's clean_text macro, so the checks see the values the transform will build.
-_CLEAN = "nullif(trim({column}, ' ' || chr(9) || chr(10) || chr(13)), '')"
 
 
 def identity_findings(con: duckdb.DuckDBPyConnection, school: SchoolConfig, file_name: str) -> list[Finding]:
@@ -153,15 +156,12 @@ def identity_findings(con: duckdb.DuckDBPyConnection, school: SchoolConfig, file
     if school.identifier == "email":
         return []
     identifier = school.identifier
-    # user_login is compared lowercased like emails; user_id only trimmed (DESIGN.md, the store).
-    external_id = _CLEAN.format(column=identifier)
-    if identifier == "user_login":
-        external_id = f"lower({external_id})"
+    # The keys the transform will build users by, so the checks see the same values.
     rows = con.execute(
         f"""
         with file_rows as (
-            select line_number, email as raw_email, lower({_CLEAN.format(column="email")}) as email,
-                   {external_id} as external_id
+            select line_number, email as raw_email, {normalize.key_sql("email", "email")} as email,
+                   {normalize.key_sql(identifier, identifier)} as external_id
             from raw.roster
         )
         select f.line_number, f.external_id, f.raw_email, f.email, owner.external_id as owner_id,

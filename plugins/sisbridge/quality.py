@@ -17,7 +17,7 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
-from sisbridge import audit
+from sisbridge import audit, normalize
 from sisbridge.audit import Finding
 from sisbridge.config import S3Location, SchoolConfig, normalize_header, safe_component
 
@@ -55,12 +55,8 @@ _ROW_RULE_COLUMNS = {
 }
 # raw.roster's column for each standard header (DELETE is a reserved word in SQL).
 _RAW_COLUMNS = {"DELETE": "delete_flag"}
-# The uniqueness keys as raw.roster expressions: trimmed, emails and logins ignoring case; blank is null.
-_KEYS = {
-    "email_key": "lower(nullif(trim(email), ''))",
-    "user_id_key": "nullif(trim(user_id), '')",
-    "user_login_key": "lower(nullif(trim(user_login), ''))",
-}
+# The uniqueness keys as raw.roster expressions (sisbridge.normalize): the same keys dbt builds users by.
+_KEYS = {f"{kind}_key": normalize.key_sql(kind, kind) for kind in normalize.KINDS}
 # The shape of an address the SQL fast path accepts without email-validator (see `emails_to_check`):
 # an ASCII dot-atom local part, and two or more letter/digit labels joined by single hyphens (so no
 # Punycode or other "xx--" label) ending in a letters-only top-level domain. With the RFC lengths and
@@ -118,7 +114,7 @@ def _header_labels(con) -> dict[str, str]:
     ).fetchall()
     labels = {}
     for source, canonical in rows:
-        source = source.replace("\ufeff", "").strip()
+        source = normalize.trim(source)
         labels.setdefault(
             canonical, canonical if normalize_header(source) == canonical else f"{source} ({canonical})"
         )
@@ -150,7 +146,7 @@ def emails_to_check(con, table: str = "raw.roster") -> list[str]:
     special_use = "(^|\\.)(" + "|".join(re.escape(name.lower()) for name in SPECIAL_USE_DOMAIN_NAMES) + ")$"
     sql = f"""
         with emails as (
-            select nullif(trim(email), '') as email from {table}
+            select {normalize.clean_sql("email")} as email from {table}
         ),
 
         parts as (
@@ -188,10 +184,10 @@ def _roster_frame(con, school: SchoolConfig):
         with roster as (
             select
                 line_number,
-                nullif(trim(first_name), '') as first_name,
-                nullif(trim(last_name), '') as last_name,
-                nullif(trim(email), '') as email,
-                nullif(trim({identifier}), '') as identifier
+                {normalize.clean_sql("first_name")} as first_name,
+                {normalize.clean_sql("last_name")} as last_name,
+                {normalize.clean_sql("email")} as email,
+                {normalize.clean_sql(identifier)} as identifier
             from raw.roster
         )
 
@@ -240,8 +236,8 @@ def _line_values(con, school: SchoolConfig, lines: list[int]) -> dict[int, dict]
             email as "EMAIL",
             user_id as "USER_ID",
             user_login as "USER_LOGIN",
-            nullif(trim(email), '') as email,
-            nullif(trim({identifier}), '') as identifier,
+            {normalize.clean_sql("email")} as email,
+            {normalize.clean_sql(identifier)} as identifier,
             {keys}
         from raw.roster
         where line_number in (select unnest($lines::integer []))
@@ -385,17 +381,17 @@ def _duplicate_findings(results, values: dict, school: SchoolConfig, labels: dic
         groups: dict[str, list[int]] = defaultdict(list)
         for line in _failed_lines(result):
             groups[values[line][key]].append(line)
-        how = "trimmed" if column == "USER_ID" else "trimmed, ignoring case"
+        how = "trimmed" if column == "USER_ID" else "trimmed, ignoring case"  # sisbridge.normalize.key
         for lines in sorted(groups.values()):
             first = values[lines[0]]
             raw = first[column]
-            on_lines = _lines_text(lines)
+            shown = normalize.trim(raw)
+            where = f"{labels[column]} {shown!r} is on lines {_lines_text(lines)} (compared {how})"
             if school.duplicates == "reject_file":
                 findings.append(
                     Finding(
                         rule="duplicate_in_file",
-                        message=f"{labels[column]} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
-                        "each user must have exactly one record",
+                        message=f"{where}; each user must have exactly one record",
                         line_number=lines[0],
                         identifier=first["identifier"],
                         column_name=column,
@@ -407,8 +403,7 @@ def _duplicate_findings(results, values: dict, school: SchoolConfig, labels: dic
                 findings.append(
                     Finding(
                         rule="duplicate_row",
-                        message=f"{labels[column]} {raw.strip()!r} is on lines {on_lines} (compared {how}); "
-                        "every line of the group is ignored",
+                        message=f"{where}; every line of the group is ignored",
                         line_number=line,
                         identifier=values[line]["identifier"],
                         column_name=column,

@@ -52,14 +52,13 @@ def write_config_tables(con, school: SchoolConfig) -> None:
     )
     if school.user_types:
         con.executemany("insert into config.user_types values (?, ?)", list(school.user_types.items()))
-    if school.communities:
+    communities = school.community_columns.values()
+    if communities:
         con.executemany(
             "insert into config.community_columns values (?, ?, ?)",
-            [(c.column, c.group, c.values is not None) for c in school.communities],
+            [(c.column, c.group, c.values is not None) for c in communities],
         )
-    values = [
-        (c.column, source, target) for c in school.communities for source, target in (c.values or {}).items()
-    ]
+    values = [(c.column, source, target) for c in communities for source, target in (c.values or {}).items()]
     if values:
         con.executemany("insert into config.community_values values (?, ?, ?)", values)
     if school.graduation.date_formats:

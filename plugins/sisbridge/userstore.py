@@ -32,6 +32,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from sisbridge import normalize
 from sisbridge.audit import get_run, upsert_run, utcnow
 from sisbridge.config import SchoolConfig, push_workers
 
@@ -327,11 +328,11 @@ def ensure_schema(engine: sa.Engine) -> None:
 
 def _normalize(value: str | None) -> str | None:
     """Emails and logins are trimmed and lowercased wherever they are stored or compared."""
-    return None if value is None else value.strip().lower()
+    return normalize.key("email", value)
 
 
 def _normalize_id(school: SchoolConfig, value: str) -> str:
-    return _normalize(value) if school.identifier in ("email", "user_login") else value.strip()
+    return normalize.key(school.identifier, value)
 
 
 def _is_postgres(conn: sa.Connection | sa.Engine) -> bool:
@@ -606,7 +607,7 @@ _PRINTABLE_ASCII = "'[ -~]*'"
 
 
 def _normalized_sql(column: str, alias: str, *, lower: bool = True) -> str:
-    fast = f"lower(trim({column}))" if lower else f"trim({column})"
+    fast = normalize.key_sql("email" if lower else "user_id", column)
     return f"coalesce({alias}.{'lowered' if lower else 'stripped'}, {fast})"
 
 
@@ -638,7 +639,7 @@ def _prepare_push(con, school: SchoolConfig, batch_size: int) -> int:
     if odd:
         con.executemany(
             "insert into _push_norm values (?, ?, ?)",
-            [(value, value.strip(), _normalize(value)) for (value,) in odd],
+            [(value, normalize.clean(value), _normalize(value)) for (value,) in odd],
         )
     lower_id = school.identifier in ("email", "user_login")
     con.execute(

@@ -29,7 +29,9 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path):
     school = load_school(write(tmp_path, "tester", GOOD.format(school_id="tester")))
     defaults = (school.identifier, school.missing_users, school.duplicates)
     assert defaults == ("email", "deactivate", "reject_file")
-    assert (school.schedule, school.timezone, school.auto_sync) == ("0 23 * * 6", "UTC", True)
+    assert (school.schedule, school.timezone) == ("0 23 * * 6", "UTC")
+    # No auto_sync key: the school is in onboarding review, every run a dry run until approved.
+    assert (school.auto_sync, school.sync_mode) == (None, "review")
     assert school.thresholds.model_dump() == {
         "max_removed_pct": 10,
         "max_removed": 500,
@@ -106,3 +108,45 @@ def test_a_broken_config_fails_dag_parsing_loudly(tmp_path, monkeypatch):
     monkeypatch.setenv("SISBRIDGE_SCHOOLS_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="missing_users"):
         runpy.run_path(str(ROOT / "dags" / "sis_sync.py"))
+
+
+def test_program_is_a_built_in_community_column_unless_the_config_says_otherwise(tmp_path):
+    plain = load_school(write(tmp_path, "tester", BASE))
+    assert {c.column: (c.group, c.values) for c in plain.community_columns.values()} == {
+        "PROGRAM": ("Career Communities", None)
+    }
+    # An alias may point at the built-in column.
+    aliased = load_school(write(tmp_path, "tester", BASE + 'header_aliases: {"Major": program}\n'))
+    assert aliased.canonical_header(" major ") == "PROGRAM"
+    mapped = load_school(
+        write(tmp_path, "tester", BASE + "communities: [{column: Program, group: Careers, values: {A: B}}]\n")
+    )
+    assert {c.column: (c.group, c.values) for c in mapped.community_columns.values()} == {
+        "PROGRAM": ("Careers", {"A": "B"})
+    }
+    # Another column already feeds Career Communities: one column per group, so PROGRAM is not built in.
+    major = load_school(
+        write(tmp_path, "tester", BASE + "communities: [{column: MAJOR, group: Career Communities}]\n")
+    )
+    assert list(major.community_columns) == ["MAJOR"]
+
+
+def test_user_type_and_stakeholders_are_two_standard_columns(tmp_path):
+    school = load_school(write(tmp_path, "tester", BASE))
+    assert (school.canonical_header("User_Type"), school.canonical_header("stakeholders")) == (
+        "USER_TYPE",
+        "STAKEHOLDERS",
+    )
+
+
+@pytest.mark.parametrize(("value", "mode"), [("true", "auto"), ("false", "paused"), ("null", "review")])
+def test_auto_sync_says_the_sync_mode(tmp_path, value, mode):
+    assert load_school(write(tmp_path, "tester", BASE + f"auto_sync: {value}\n")).sync_mode == mode
+
+
+def test_a_yaml_error_is_one_line(tmp_path):
+    path = write(tmp_path, "tester", BASE + "name: [unclosed\n")
+    with pytest.raises(ConfigError) as error:
+        load_school(path)
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(f"{path}: not valid YAML: ")

@@ -25,6 +25,7 @@ ROSTER_COLUMNS = (
     "stakeholders",
     "email_opt_out",
     "delete_flag",
+    "user_type",
 )
 HEADER = {
     "first_name": "First Name",

@@ -31,8 +31,7 @@ SCHOOL_YAML = """
 school_id: {school_id}
 name: Harbor University
 s3: {{bucket: uconnect-sis-{school_id}, key: roster.csv, aws_conn_id: sis_s3_{school_id}}}
-auto_sync: {auto_sync}
-stale_after_runs: 1
+{auto_sync}stale_after_runs: 1
 approval_timeout_hours: 0.0003
 user_types: {{Undergraduate: Undergraduate Students}}
 communities:
@@ -52,11 +51,11 @@ def roster(rows: list[list[str]], header: list[str] = HEADER) -> bytes:
 
 @pytest.fixture
 def schools(tmp_path, monkeypatch):
-    """Two test schools in their own config folder: `harbor` syncs, `pier` is still onboarding."""
+    """Two test schools in their own config folder: `harbor` syncs, `pier` is new (no auto_sync key)."""
     folder = tmp_path / "schools"
     folder.mkdir()
     alerts = tmp_path / "alerts.log"
-    for school_id, auto_sync in (("harbor", "true"), ("pier", "false")):
+    for school_id, auto_sync in (("harbor", "auto_sync: true\n"), ("pier", "")):
         text = SCHOOL_YAML.format(school_id=school_id, auto_sync=auto_sync, alerts=alerts)
         (folder / f"{school_id}.yaml").write_text(text, encoding="utf-8")
     monkeypatch.setenv("SISBRIDGE_SCHOOLS_DIR", str(folder))
@@ -154,7 +153,11 @@ def test_onboarding_school_gets_a_full_report_and_nothing_is_pushed(schools, sch
     run = run_dag("pier")
 
     assert run["status"] == "dry_run"
-    assert run["status_reason"] == "auto_sync is off: onboarding review, nothing is pushed"
+    # No auto_sync key: a new school is in onboarding review, and every run is a dry run.
+    assert run["status_reason"] == (
+        "onboarding review (no auto_sync in the school's config): every run is a dry run until a "
+        "reviewer approves one; nothing is pushed"
+    )
     assert (run["rows_accepted"], run["creates"]) == (20, 20)
     changes = read_csv(reports_dir("pier", run["run_id"]) / "changes.csv")
     assert [(c["external_id"], c["change_type"]) for c in changes if c["field"] == ""] == [

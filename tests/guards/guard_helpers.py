@@ -24,6 +24,7 @@ def school(**overrides) -> SchoolConfig:
         "name": "Harbor University",
         "s3": {"bucket": "uconnect-sis-harbor", "key": "roster.csv", "aws_conn_id": "sis_s3_harbor"},
         "identifier": "user_id",
+        "auto_sync": True,
     }
     return SchoolConfig.model_validate(settings | overrides)
 

@@ -55,8 +55,21 @@ def test_auto_sync_off_is_a_dry_run_whatever_the_change_set(con):
     decision = guards.evaluate(con, school(auto_sync=False))
 
     assert decision.action == guards.DRY_RUN
-    assert decision.reasons == ("auto_sync is off: onboarding review, nothing is pushed",)
+    assert decision.reasons == ("auto_sync is false: dry runs only, nothing is pushed",)
     assert decision.counts.deletes == 20
+
+
+def test_a_school_without_auto_sync_is_in_onboarding_review(con):
+    changes(con, *((f"u{n:02d}", "create", None) for n in range(5)))
+    settings = school().model_dump(exclude={"auto_sync"})
+
+    decision = guards.evaluate(con, type(school()).model_validate(settings))
+
+    assert decision.action == guards.DRY_RUN
+    assert decision.reasons == (
+        "onboarding review (no auto_sync in the school's config): every run is a dry run until a "
+        "reviewer approves one; nothing is pushed",
+    )
 
 
 def test_a_first_sync_that_creates_everyone_is_pushed(con):

@@ -87,11 +87,11 @@ def test_raw_roster_keeps_values_as_written_and_nulls_only_missing_columns(con, 
     assert not result.findings
     assert result.header == ("user_type ", " First_Name", "EMAIL", "DELETE", "Program")
     assert con.execute("select * from raw.roster").fetchall() == [
-        (2, "  Ada ", None, "", None, None, None, "Alumni", None, "yes")
+        (2, "  Ada ", None, "", None, None, None, None, None, "yes", "Alumni")
     ]
     assert con.execute("select * from raw.roster_communities").fetchall() == [(2, "PROGRAM", " Econ; Math ")]
     assert con.execute("select * from raw.file_columns order by position").fetchall() == [
-        (1, "user_type ", "STAKEHOLDERS", "standard"),
+        (1, "user_type ", "USER_TYPE", "standard"),
         (2, " First_Name", "FIRST_NAME", "standard"),
         (3, "EMAIL", "EMAIL", "standard"),
         (4, "DELETE", "DELETE", "standard"),
@@ -151,6 +151,7 @@ def test_unknown_column_is_a_warning_and_is_ignored(con, write):
 
 
 def test_duplicate_headers_after_aliases_reject_the_file_and_name_both_columns(con, write):
+    # USER_TYPE and STAKEHOLDERS are two columns (a non-blank USER_TYPE wins), not one column twice.
     school = make_school(header_aliases={"Given Name": "FIRST_NAME"})
     path = write(
         b"Given Name,LAST_NAME,email,First_Name,Email ,User_Type,STAKEHOLDERS\nA,B,c@d.e,A,c@d.e,X,X\n"
@@ -169,12 +170,6 @@ def test_duplicate_headers_after_aliases_reject_the_file_and_name_both_columns(c
             "duplicate_header",
             "EMAIL",
             'roster.csv: line 1: column 3 "email" and column 5 "Email " both mean EMAIL; '
-            "keep one of them, or rename the other.",
-        ),
-        (
-            "duplicate_header",
-            "STAKEHOLDERS",
-            'roster.csv: line 1: column 6 "User_Type" and column 7 "STAKEHOLDERS" both mean STAKEHOLDERS; '
             "keep one of them, or rename the other.",
         ),
     ]
@@ -339,9 +334,10 @@ def test_demo_school_roster_loads_with_its_real_config(con):
     assert rules(result) == [("unknown_column", "warning", 1), ("ragged_row", "error", 4)]
     assert result.findings[1].message.startswith("roster.csv: line 4: the record has 7 fields but the header")
     assert con.execute("select * from raw.roster order by line_number").fetchall() == [
-        (2, "Ada", "Lovelace", "ada@acme.edu", None, None, "2026-05-15", "Undergraduate", "0", None),
-        (3, "Alan", "Turing, Jr.", "alan@acme.edu", None, None, "2027", "Graduate", "yes", None),
-        (5, "Katherine", "Johnson", "kj@acme.edu", None, None, "2024", "Alumni", "1", None),
+        # The file's User_Type column is USER_TYPE, the last column of raw.roster.
+        (2, "Ada", "Lovelace", "ada@acme.edu", None, None, "2026-05-15", None, "0", None, "Undergraduate"),
+        (3, "Alan", "Turing, Jr.", "alan@acme.edu", None, None, "2027", None, "yes", None, "Graduate"),
+        (5, "Katherine", "Johnson", "kj@acme.edu", None, None, "2024", None, "1", None, "Alumni"),
     ]
     assert con.execute(
         "select * from raw.roster_communities order by line_number, column_name"
@@ -362,8 +358,8 @@ def test_second_demo_school_export_loads_through_its_header_aliases(con):
     assert result.encoding == "windows-1252"
     assert rules(result) == [("encoding_fallback", "warning", 2)]
     assert con.execute("select * from raw.roster order by line_number").fetchall() == [
-        (2, "José", "Núñez", "jose@globex.edu", "100234", None, "2026", "Undergraduate", None, ""),
-        (3, "Mei", "Chen", "mei@globex.edu", "100235", None, "2025", "Graduate", None, "YES"),
+        (2, "José", "Núñez", "jose@globex.edu", "100234", None, "2026", "Undergraduate", None, "", None),
+        (3, "Mei", "Chen", "mei@globex.edu", "100235", None, "2025", "Graduate", None, "YES", None),
     ]
     assert con.execute("select canonical_name from raw.file_columns order by position").fetchall() == [
         (name,)

@@ -18,6 +18,7 @@ RAW_ROSTER_COLUMNS = (
     "stakeholders",
     "email_opt_out",
     "delete_flag",
+    "user_type",
 )
 
 

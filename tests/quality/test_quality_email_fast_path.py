@@ -18,6 +18,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from sisbridge import normalize
 from sisbridge.quality import email_problem, emails_to_check
 
 
@@ -32,7 +33,7 @@ def fast_path(con, values: list[str]) -> list[str]:
     """The trimmed, non-blank values that the fast path accepts without asking email-validator."""
     con.execute("create or replace temp table addresses (email varchar)")
     con.executemany("insert into addresses values (?)", [[value] for value in values])
-    present = con.execute("select distinct nullif(trim(email), '') from addresses").fetchall()
+    present = con.execute(f"select distinct {normalize.clean_sql('email')} from addresses").fetchall()
     checked = set(emails_to_check(con, "addresses"))
     return sorted(value for (value,) in present if value is not None and value not in checked)
 

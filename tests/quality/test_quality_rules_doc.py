@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sisbridge import guards, loading, quality
+from sisbridge import guards, loading, normalize, quality
 
 RULES_DOC = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 # Rules computed by the dbt project (intermediate.int_roster_findings).
@@ -14,6 +14,7 @@ DBT_RULES = (
     "graduation_out_of_range",
     "user_type_multiple",
     "user_type_unmapped",
+    "user_type_conflict",
     "community_unmapped",
 )
 
@@ -41,3 +42,13 @@ def test_the_documented_level_matches_the_quality_code():
         assert docs[rule] == ("row", "warning")
     for rule in guards.RULES:
         assert docs[rule] == (("row", "error") if rule in guards.ROW_RULES else ("file", "warning")), rule
+
+
+def test_the_documented_whitespace_is_the_code_s():
+    text = RULES_DOC.read_text("utf-8")
+    listed = re.search(r"<!-- whitespace:.*?-->(.*?)<!-- /whitespace -->", text, re.S).group(1)
+    documented_codes = set()
+    for first, last in re.findall(r"U\+([0-9A-F]{4})(?: to U\+([0-9A-F]{4}))?", listed):
+        documented_codes |= set(range(int(first, 16), int(last or first, 16) + 1))
+    # "figure space U+2007 among them" names a code point inside a range already listed.
+    assert documented_codes == {ord(char) for char in normalize.WHITESPACE}

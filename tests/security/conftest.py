@@ -34,6 +34,7 @@ def hostile_school(school_id: str, bucket: str) -> dict:
         "name": f"{LITERAL_INJECTION} University",
         "s3": {"bucket": bucket, "key": "roster.csv", "aws_conn_id": f"sis_s3_{school_id}"},
         "identifier": "email",
+        "auto_sync": True,
         "missing_users": "deactivate",
         "duplicates": "reject_file",
         "header_aliases": {LITERAL_INJECTION: "FIRST_NAME"},

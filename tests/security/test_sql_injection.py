@@ -14,7 +14,7 @@ import io
 import pytest
 import sqlalchemy as sa
 
-from sisbridge import audit, demo, pipeline, transform, userstore
+from sisbridge import audit, demo, normalize, pipeline, transform, userstore
 from sisbridge.config import reports_dir, warehouse_path
 from tests.security.conftest import (
     IDENT_INJECTION,
@@ -43,18 +43,17 @@ HEADER = [
     "PROGRAM",
     UNKNOWN_HEADER,  # reported and ignored
 ]
-TRIM = " \t\r\n"  # what staging trims from names and community pieces (dbt macro clean_text)
 
 
 def usable(value: str) -> bool:
     # NUL never occurs in a CSV text file (the loader rejects the whole file for it), and a name that
-    # is blank after trimming is a missing FIRST_NAME, not an injection.
-    return "\x00" not in value and value.strip(TRIM) != ""
+    # is blank after trimming (sisbridge.normalize) is a missing FIRST_NAME, not an injection.
+    return "\x00" not in value and not normalize.is_blank(value)
 
 
 def pieces(cell: str) -> set[str]:
     """Community values of one cell: split on ';', trimmed, empty pieces dropped."""
-    return {piece.strip(TRIM) for piece in cell.split(";") if piece.strip(TRIM)}
+    return {normalize.clean(piece) for piece in cell.split(";")} - {None}
 
 
 def hostile_rows() -> list[list[str]]:
@@ -154,7 +153,7 @@ def test_injections_are_stored_as_plain_text_and_nothing_is_dropped(hostile_run)
                 {"s": SCHOOL_ID},
             ).fetchall()
         )
-    assert users == {row[2]: row[0].strip(TRIM) for row in rows}
+    assert users == {row[2]: normalize.trim(row[0]) for row in rows}
     assert user_types == {LITERAL_INJECTION}
     expected = set()
     for row in rows:

@@ -94,8 +94,8 @@ user_type_findings as (
     select
         user_types.line_number,
         user_types.finding_rule as rule,
-        'STAKEHOLDERS' as column_name,
-        user_types.stakeholders as cell_value,
+        user_types.source_column as column_name,
+        user_types.source_value as cell_value,
         case user_types.finding_rule
             when 'user_type_multiple'
                 then
@@ -109,6 +109,24 @@ user_type_findings as (
     from user_types
     cross join known_user_types
     where user_types.finding_rule is not null
+
+),
+
+user_type_conflicts as (
+
+    select
+        user_types.line_number,
+        'user_type_conflict' as rule,
+        'USER_TYPE' as column_name,
+        user_types.user_type_cell as cell_value,
+        'disagrees with ' || coalesce(stakeholders_name.source_name, 'STAKEHOLDERS')
+        || ' value ''' || user_types.stakeholders || '''; the user type follows USER_TYPE. '
+        || 'Send the same user type in both columns, or only one of them' as problem
+
+    from user_types
+    left join header_names as stakeholders_name
+        on stakeholders_name.column_name = 'STAKEHOLDERS'
+    where user_types.is_conflict
 
 ),
 
@@ -133,6 +151,8 @@ all_findings as (
     select * from graduation_findings
     union all
     select * from user_type_findings
+    union all
+    select * from user_type_conflicts
     union all
     select * from community_findings
 

@@ -37,7 +37,7 @@ columns_in_file as (
         coalesce(bool_or(column_name = 'USER_ID'), false) as has_user_id,
         coalesce(bool_or(column_name = 'USER_LOGIN'), false) as has_user_login,
         coalesce(bool_or(column_name = 'GRADUATION'), false) as has_graduation,
-        coalesce(bool_or(column_name = 'STAKEHOLDERS'), false) as has_stakeholders
+        coalesce(bool_or(column_name in ('STAKEHOLDERS', 'USER_TYPE')), false) as has_user_type
 
     from file_columns
 
@@ -70,7 +70,7 @@ from_file as (
         users.first_name,
         users.last_name,
         case
-            when columns_in_file.has_stakeholders or applied_users.external_id is null then users.user_type
+            when columns_in_file.has_user_type or applied_users.external_id is null then users.user_type
             else applied_users.user_type
         end as user_type,
         case

@@ -9,7 +9,7 @@ source as (
 final as (
 
     select
-        upper(trim(column_name)) as column_name,
+        upper({{ clean_text('column_name') }}) as column_name,
         community_group,
         has_value_map
 

@@ -9,7 +9,7 @@ source as (
 final as (
 
     select
-        upper(trim(column_name)) as column_name,
+        upper({{ clean_text('column_name') }}) as column_name,
         -- The file's values match the config case-insensitively after trimming.
         lower({{ clean_text('source_value') }}) as source_key,
         source_value,

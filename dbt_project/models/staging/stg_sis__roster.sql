@@ -16,11 +16,12 @@ final as (
         line_number,
         {{ clean_text('first_name') }} as first_name,
         {{ clean_text('last_name') }} as last_name,
-        lower({{ clean_text('email') }}) as email,
+        {{ text_key('email') }} as email,
         {{ clean_text('user_id') }} as user_id,
-        lower({{ clean_text('user_login') }}) as user_login,
+        {{ text_key('user_login') }} as user_login,
         {{ clean_text('graduation') }} as graduation,
         {{ clean_text('stakeholders') }} as stakeholders,
+        {{ clean_text('user_type') }} as user_type,
         {{ parse_flag('email_opt_out') }} as is_email_opt_out,
         {{ parse_flag('delete_flag') }} as is_delete_requested
 

@@ -10,7 +10,7 @@ final as (
 
     select
         line_number,
-        upper(trim(column_name)) as column_name,
+        upper({{ clean_text('column_name') }}) as column_name,
         raw_value as cell_value
 
     from source

@@ -10,9 +10,9 @@ final as (
 
     select
         external_id,
-        lower(trim(email)) as email,
+        {{ text_key('email') }} as email,
         user_id,
-        lower(trim(user_login)) as user_login,
+        {{ text_key('user_login') }} as user_login,
         first_name,
         last_name,
         user_type,
