@@ -213,6 +213,9 @@ def cmd_demo(args) -> int:
 def cmd_rollback(args) -> int:
     school = school_config(args.school)
     prepare_airflow()  # before anything imports Airflow
+    # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
+    # its own `airflow connections` command declares itself); the store's may be kept there.
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
     from sisbridge import audit, userstore
 
     engine = userstore.engine_from_connection()
