@@ -15,7 +15,9 @@ pytestmark = pytest.mark.e2e
 def audit_rows(shell, school_id: str, monkeypatch) -> list[dict]:
     monkeypatch.setenv("SISBRIDGE_HOME", str(shell.sisbridge_home))
     with audit.warehouse(school_id, read_only=True) as con:
-        run_ids = [row[0] for row in con.execute("select run_id from audit.sync_runs order by started_at")]
+        run_ids = [
+            row[0] for row in con.execute("select run_id from audit.sync_runs order by started_at").fetchall()
+        ]
         return [audit.get_run(con, run_id) for run_id in run_ids]
 
 
