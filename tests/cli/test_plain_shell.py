@@ -102,27 +102,33 @@ def test_an_unknown_school_is_one_line_that_names_the_schools_folder(shell, args
     shell.assert_home_untouched()
 
 
+# Another process holds the school's warehouse open, so no task of the run can open it for writing
+# and no audit row is ever written: an auditor reading it (DuckDB lets readers share a file, but not
+# with a writer), or a writer, whose lock also keeps `sync` from reading it after the run.
+@pytest.mark.parametrize(
+    ("holder", "reason"),
+    [
+        ("reader", r"the DAG run failed before its audit row was written"),
+        ("writer", r"the DAG run failed and its warehouse cannot be read: IO Error: Could not set lock .*"),
+    ],
+)
 def test_a_run_that_fails_before_its_audit_row_exits_non_zero_with_its_summary(
-    shell, s3_endpoint, monkeypatch
+    shell, s3_endpoint, monkeypatch, holder, reason
 ):
-    school_id = "plain_locked"
+    school_id = f"plain_locked_{holder}"
     shell.write_school(school_id)
     upload(s3_endpoint, school_id, roster())
     monkeypatch.setenv("SISBRIDGE_HOME", str(shell.sisbridge_home))
-
-    # Another process holds the school's warehouse open for writing: no task of the run can open it,
-    # so no audit row is ever written.
     with audit.warehouse(school_id):
+        pass  # the warehouse exists, as after any earlier run
+
+    with audit.warehouse(school_id, read_only=holder == "reader"):
         failed = shell.sync(school_id, env=shell.connection_env(school_id, s3_endpoint))
 
     assert (failed.returncode, failed.stderr) == (1, ""), failed.stdout + failed.stderr
     failed_school, run_id, status = summary(failed.stdout)
     assert (failed_school, run_id[:8]) == (school_id, "manual__")
-    assert re.fullmatch(
-        r"failed \(the DAG run failed and its warehouse cannot be read: IO Error: Could not set lock on "
-        r"file .*; failed tasks: finalize, load_raw\)",
-        status,
-    ), status
+    assert re.fullmatch(rf"failed \({reason}; failed tasks: finalize, load_raw\)", status), status
     assert set(counts(failed.stdout).values()) == {0}
     assert "Traceback" not in failed.stdout
     log = Path(failed.stdout.splitlines()[2].removeprefix("  log: "))
