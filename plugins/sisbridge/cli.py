@@ -57,11 +57,9 @@ def ensure_dbt_manifest() -> Path:
 
 
 def airflow_environment() -> None:
-    """Point Airflow at SISBRIDGE_HOME and sisbridge's DAGs, unless set; call it before Airflow is imported.
-
-    Airflow reads its home, DAGs folder and metadata DB when it is first imported (and would create
-    `~/airflow` otherwise).
-    """
+    """Point Airflow at SISBRIDGE_HOME and sisbridge's DAGs unless set; call it before importing Airflow."""
+    # Airflow reads its home, DAGs folder and metadata DB once, when it is first imported; without a
+    # home it creates `~/airflow`.
     os.environ.setdefault("SISBRIDGE_SCHOOLS_DIR", str(schools_dir()))
     os.environ.setdefault("AIRFLOW_HOME", str(sisbridge_home() / "airflow"))
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))

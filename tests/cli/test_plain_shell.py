@@ -57,15 +57,18 @@ def test_sync_and_rollback_with_connections_in_sisbridges_default_metadata_db(sh
     shell.assert_home_untouched()
 
 
-def test_sync_and_rollback_from_a_shell_that_exports_only_connection_variables(shell, s3_endpoint):
-    school_id = "plain_env"
+@pytest.mark.parametrize("airflow_home", [False, True], ids=["connections-only", "and-AIRFLOW_HOME"])
+def test_sync_and_rollback_from_a_shell_that_exports_connection_variables(shell, s3_endpoint, airflow_home):
+    school_id = f"plain_env_{int(airflow_home)}"
     shell.write_school(school_id)
     upload(s3_endpoint, school_id, roster())
     connections = shell.connection_env(school_id, s3_endpoint)
-    assert [name for name in {**shell.env, **connections} if name.startswith("AIRFLOW")] == [
-        f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}",
-        "AIRFLOW_CONN_UCONNECT_USER_STORE",
-    ]
+    if airflow_home:  # an Airflow home of the user's own, with no DAGs folder or database set up yet
+        connections["AIRFLOW_HOME"] = str(shell.root / "my-airflow")
+    assert sorted(name for name in {**shell.env, **connections} if name.startswith("AIRFLOW")) == sorted(
+        [f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}", "AIRFLOW_CONN_UCONNECT_USER_STORE"]
+        + (["AIRFLOW_HOME"] if airflow_home else [])
+    )
 
     synced = shell.sync(school_id, env=connections)
 
@@ -83,6 +86,7 @@ def test_sync_and_rollback_from_a_shell_that_exports_only_connection_variables(s
     assert (rolled_back.returncode, rolled_back.stderr) == (0, ""), rolled_back.stdout + rolled_back.stderr
     assert f"rolled back run {run_id} of {school_id}:" in rolled_back.stdout
     assert shell.store_users(school_id) == []
+    assert (shell.root / "my-airflow" / "airflow.db").is_file() == airflow_home
     shell.assert_home_untouched()
 
 
