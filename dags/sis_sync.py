@@ -26,12 +26,12 @@ from cosmos.constants import (
 )
 
 from sisbridge import guards, landing, pipeline, transform
-from sisbridge.config import dag_id, load_schools
+from sisbridge.config import dag_id, load_schools, schools_dir
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHOOLS_DIR = Path(os.environ.get("SISBRIDGE_SCHOOLS_DIR", REPO_ROOT / "config" / "schools"))
+SCHOOLS_DIR = schools_dir()
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # Written by `dbt parse` (make install, sisbridge sync): parsing the DAGs never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
@@ -59,6 +59,8 @@ writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/
   Approve pushes the change set; Reject, or no answer within {approval_timeout_hours:g} hours, pushes
   nothing. Under `sisbridge sync` (run conf `interactive_approval: false`) it ends as `held` instead.
 - A run that stops early (rejected, unchanged, dry run, held) still finalizes its audit row and report.
+- A file already processed with the same config ends as `unchanged`; "Trigger with config"
+  `{{"force": true}}` processes it again.
 """
 APPROVAL_XCOM_KEY = "approval"
 
@@ -153,7 +155,8 @@ def build_dag(school):
         @task
         def load_raw(**context):
             sensed = context["ti"].xcom_pull(task_ids="wait_for_file", key=landing.SENSED_FILE_XCOM_KEY)
-            return _stop_if(pipeline.load_raw(school_id, context["run_id"], sensed).as_xcom())
+            force = str((context["dag_run"].conf or {}).get("force", "")).strip().lower() in ("true", "1")
+            return _stop_if(pipeline.load_raw(school_id, context["run_id"], sensed, force=force).as_xcom())
 
         @task
         def validate(**context):

@@ -60,8 +60,11 @@ create table if not exists audit.sync_runs (
     deletes bigint,
     opt_outs bigint,
     guard_reasons varchar[],
-    details json
+    details json,
+    config_sha256 varchar
 );
+-- Warehouses made before the column existed.
+alter table audit.sync_runs add column if not exists config_sha256 varchar;
 
 create table if not exists audit.rejected_rows (
     run_id varchar not null,
@@ -140,7 +143,7 @@ _RUN_COLUMNS = (
     ("school_id", "started_at", "finished_at", "status", "status_reason")
     + RUN_FILE_COLUMNS
     + RUN_COUNT_COLUMNS
-    + ("guard_reasons", "details")
+    + ("guard_reasons", "details", "config_sha256")
 )
 
 

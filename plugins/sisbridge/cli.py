@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+import traceback
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sisbridge.audit import RUN_COUNT_COLUMNS
-from sisbridge.config import ConfigError, dag_id, load_school, schools_dir, sisbridge_home
+from sisbridge.config import (
+    ConfigError,
+    SchoolConfig,
+    dag_id,
+    load_school,
+    safe_component,
+    schools_dir,
+    sisbridge_home,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# `sisbridge sync` keeps the DAG's retries, but not the scheduler's minutes between them: the
+# user is waiting at a shell.
+SYNC_RETRY_DELAY = timedelta(seconds=5)
+EXIT_USAGE, EXIT_INTERNAL = 2, 3
 
 
 class UsageError(Exception):
@@ -40,31 +56,56 @@ def ensure_dbt_manifest() -> Path:
     return manifest
 
 
-def prepare_airflow() -> Path:
-    """Give Airflow a home under SISBRIDGE_HOME and a migrated metadata DB, unless they exist already."""
+def airflow_environment() -> None:
+    """Point Airflow at SISBRIDGE_HOME and sisbridge's DAGs unless set; call it before importing Airflow."""
+    # Airflow reads its home, DAGs folder and metadata DB once, when it is first imported; without a
+    # home it creates `~/airflow`.
     os.environ.setdefault("SISBRIDGE_SCHOOLS_DIR", str(schools_dir()))
     os.environ.setdefault("AIRFLOW_HOME", str(sisbridge_home() / "airflow"))
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def prepare_airflow() -> Path:
+    """Give Airflow a home under SISBRIDGE_HOME and a migrated metadata DB, unless they exist already."""
+    airflow_environment()
     ensure_dbt_manifest()
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     marker = home / ".sisbridge-migrated"
     if not marker.exists():
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL
+        migrate = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
+        if migrate.returncode != 0:
+            raise RuntimeError(
+                f"airflow db migrate of {home} failed with exit code {migrate.returncode}:\n{migrate.stdout}"
+            )
         marker.touch()
     return home
 
 
-def run_dag(school_id: str) -> dict:
-    """Run the school's DAG once, now, in-process with `dag.test()`; return the run's audit row."""
-    from sisbridge import audit, pipeline
+def school_config(school_id: str) -> SchoolConfig:
+    """The school's config; UsageError naming the schools folder when there is no such school."""
+    folder = schools_dir()
+    path = folder / f"{safe_component(school_id)}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+        raise UsageError(
+            f"no school {school_id!r}: there is no {path.name} in {folder} "
+            f"(SISBRIDGE_SCHOOLS_DIR; schools there: {known})"
+        )
+    return load_school(path)
 
-    pipeline.school_config(school_id)  # a bad or missing config fails here, loudly
-    prepare_airflow()
+
+def run_dag(school_id: str, *, force: bool = False) -> dict:
+    """Run the school's DAG once, now, in-process with `dag.test()`; return the run's audit row."""
+    school_config(school_id)  # a bad or missing config fails here, loudly
+    prepare_airflow()  # before anything imports Airflow
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -73,12 +114,33 @@ def run_dag(school_id: str) -> dict:
     dag = bag.get_dag(dag_id(school_id))
     if dag is None:
         raise UsageError(f"no DAG {dag_id(school_id)}: is there a {school_id}.yaml in {schools_dir()}?")
-    dag_run = dag.test(run_conf={"interactive_approval": False})
-    with audit.warehouse(school_id, read_only=True) as con:
-        row = audit.get_run(con, dag_run.run_id)
-    if row is None:
-        return {"run_id": dag_run.run_id, "status": "failed", "status_reason": f"DAG run {dag_run.state}"}
-    return row
+    for task in dag.tasks:
+        task.retry_delay = min(task.retry_delay, SYNC_RETRY_DELAY)
+        task.max_retry_delay = SYNC_RETRY_DELAY
+    dag_run = dag.test(run_conf={"interactive_approval": False, "force": force})
+    return _run_row(school_id, dag_run)
+
+
+def _run_row(school_id: str, dag_run) -> dict:
+    """The run's audit row; for a run that failed before writing one, what Airflow knows of it."""
+    import duckdb
+
+    from sisbridge import audit
+
+    reason = f"the DAG run {dag_run.state} before its audit row was written"
+    try:
+        with audit.warehouse(school_id, read_only=True) as con:
+            row = audit.get_run(con, dag_run.run_id)
+        if row is not None:
+            return row
+    except (duckdb.Error, OSError) as exc:
+        if dag_run.state != "failed":
+            raise
+        reason = f"the DAG run failed and its warehouse cannot be read: {str(exc).strip().splitlines()[0]}"
+    failed = sorted(ti.task_id for ti in dag_run.get_task_instances(state=["failed"]))
+    if failed:
+        reason += f"; failed tasks: {', '.join(failed)}"
+    return {"school_id": school_id, "run_id": dag_run.run_id, "status": "failed", "status_reason": reason}
 
 
 def format_summary(row: dict) -> str:
@@ -87,21 +149,56 @@ def format_summary(row: dict) -> str:
     return f"{row['school_id']} {row['run_id']}: {row['status']}{reason}\n  {counts}"
 
 
+def log_file(command: str) -> Path:
+    """A new log file for this command under SISBRIDGE_HOME/logs (the temp folder when that fails)."""
+    name = f"{command}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}.log"
+    for folder in (sisbridge_home() / "logs", Path(tempfile.gettempdir()) / "sisbridge-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).touch()
+            return folder / name
+        except OSError:
+            continue
+    raise OSError(f"cannot create {name} in {sisbridge_home() / 'logs'} or {tempfile.gettempdir()}")
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Send the process's stdout and stderr, and its children's, to `path` for the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with path.open("ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield path
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def cmd_check(args) -> int:
     from sisbridge import quality
 
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    school = (
-        load_school(schools_dir() / f"{args.school}.yaml") if args.school else quality.default_school_config()
-    )
+    school = school_config(args.school) if args.school else quality.default_school_config()
     return quality.check_file(path, school, Path(args.out) if args.out else None)
 
 
 def cmd_sync(args) -> int:
-    row = run_dag(args.school)
+    school_config(args.school)  # before the log: an unknown school is a one-line usage error
+    args.log = log_file("sync")
+    # Airflow's, dbt's and GX's output, and any traceback of a failed task, go to the log.
+    with output_to(args.log):
+        row = run_dag(args.school, force=args.force)
     print(format_summary(row))
+    print(f"  log: {args.log}")
     return 1 if row["status"] == "failed" else 0
 
 
@@ -154,10 +251,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from sisbridge import audit, pipeline, userstore
+    school = school_config(args.school)
+    prepare_airflow()  # before anything imports Airflow
+    # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
+    # its own `airflow connections` command declares itself); the store's may be kept there.
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+    from sisbridge import audit, userstore
 
-    school = pipeline.school_config(args.school)
-    prepare_airflow()
     engine = userstore.engine_from_connection()
     with audit.warehouse(school.school_id) as con:
         try:
@@ -187,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="run a school's DAG once, now, in-process")
     sync.add_argument("--school", required=True)
+    sync.add_argument(
+        "--force", action="store_true", help="process the current file even when it was processed before"
+    )
     sync.set_defaults(func=cmd_sync)
 
     onboard = commands.add_parser(
@@ -228,11 +331,32 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on a usage error, 0 on --help
         return int(exc.code or 0)
+    airflow_environment()  # first: any command may import Airflow, which reads its settings once
     try:
         return args.func(args)
     except (UsageError, ConfigError) as exc:
         print(f"sisbridge: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"sisbridge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, the log gets the traceback
+        return internal_error(args, exc)
+
+
+def internal_error(args, exc: BaseException) -> int:
+    """Write the traceback to the command's log and print one line that names the failure and the log."""
+    message = str(exc).strip()
+    what = type(exc).__name__ + (f": {message.splitlines()[0]}" if message else "")
+    try:
+        log = getattr(args, "log", None) or log_file(args.command)
+        with log.open("a", encoding="utf-8") as handle:
+            traceback.print_exception(exc, file=handle)
+        where = f"; the traceback is in {log}"
+    except OSError as log_exc:
+        where = f"; no log could be written ({log_exc})"
+    print(f"sisbridge {args.command}: internal error: {what}{where}", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

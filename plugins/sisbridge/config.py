@@ -6,6 +6,8 @@ A config that breaks the rules raises `ConfigError`, which names the file and th
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -17,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sisbridge import normalize
 
 SCHOOL_ID_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+# The folder that holds `dags/`, `dbt_project/` and `config/` (sisbridge is installed from it, editable).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Canonical header names of the standard columns (DESIGN.md, "The school file").
 STANDARD_COLUMNS = (
@@ -364,7 +368,16 @@ def sisbridge_home() -> Path:
 
 
 def schools_dir() -> Path:
-    return Path(os.environ.get("SISBRIDGE_SCHOOLS_DIR", "./config/schools")).absolute()
+    """`SISBRIDGE_SCHOOLS_DIR`, by default the project's `config/schools`, whatever the working directory."""
+    # Not `./config/schools`: Airflow parses the DAG file from wherever its processes were started,
+    # and `sisbridge sync` runs from any folder; both must find the same schools.
+    return Path(os.environ.get("SISBRIDGE_SCHOOLS_DIR", PROJECT_ROOT / "config" / "schools")).absolute()
+
+
+def config_sha256(school: SchoolConfig) -> str:
+    """A hash of the school's config as loaded (YAML and values files): a change makes a file new again."""
+    canonical = json.dumps(school.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def safe_component(value: str) -> str:

@@ -341,7 +341,7 @@ def run_demo(rows: int = 240) -> int:
         f"  warehouses (DuckDB, one per school): {home / 'warehouse'}\n"
         f"  user store (SQLite):                 {store_path}\n"
         f"  reports:                             {home / 'reports'}\n"
-        f"  the runs' full logs:                 {log_path}\n"
+        f"  the runs' full logs:                 {home / 'logs'}\n"
         f"  Airflow home and metadata DB:        {home / 'airflow'}\n"
         "\nOpen the same setup in the Airflow UI:\n"
         f"  AIRFLOW_HOME={home / 'airflow'} AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags "

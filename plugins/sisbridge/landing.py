@@ -147,11 +147,12 @@ def pin_file(
 
 
 def last_processed_file(con: duckdb.DuckDBPyConnection, *, before_run: str | None = None) -> dict | None:
-    """The newest run whose file was processed (any run but this one), with its ETag and sha256."""
+    """The newest run whose file was processed (any run but this one): its ETag, sha256 and config hash."""
     placeholders = ", ".join("?" for _ in PROCESSED_STATUSES)
     cursor = con.execute(
         f"""
-        select run_id, file_etag, file_sha256, file_version_id, file_bytes, started_at, header_columns
+        select run_id, file_etag, file_sha256, file_version_id, file_bytes, started_at, header_columns,
+            config_sha256
         from audit.sync_runs
         where status in ({placeholders}) and file_sha256 is not null and run_id <> ?
         order by started_at desc

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from sisbridge import audit, guards, landing
 from sisbridge.config import (
     SchoolConfig,
+    config_sha256,
     load_school,
     reports_dir,
     safe_component,
@@ -57,16 +58,28 @@ def landing_dir(school_id: str, run_id: str):
     return sisbridge_home() / "landing" / safe_component(school_id) / safe_component(run_id)
 
 
-def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None) -> Outcome:
-    """Pin the sensed object version, skip content already processed, and load it into `raw.*`."""
+def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: bool = False) -> Outcome:
+    """Pin the sensed object version, skip content already processed, and load it into `raw.*`.
+
+    Content already processed is read again when the school's config changed since, or when `force`.
+    """
     from sisbridge import loading, transform
 
     school = school_config(school_id)
     s3 = s3 or s3_client(school)
     bucket, key = school.s3.bucket, school.s3.key
+    config_hash = config_sha256(school)
     with audit.warehouse(school_id) as con:
-        audit.upsert_run(con, run_id, school_id=school_id, started_at=audit.utcnow(), status="running")
+        audit.upsert_run(
+            con,
+            run_id,
+            school_id=school_id,
+            started_at=audit.utcnow(),
+            status="running",
+            config_sha256=config_hash,
+        )
         last = landing.last_processed_file(con, before_run=run_id)
+        read_again = _read_again(last, config_hash, force)
         try:
             pinned = landing.pin_file(
                 s3,
@@ -76,16 +89,19 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None) -> Outco
                 sensed=sensed,
                 max_file_mb=school.max_file_mb,
                 school_id=school_id,
-                known=last,
+                known=None if read_again else last,
             )
         except landing.FileTooLarge as exc:
             audit.record_findings(con, run_id, "load", [exc.finding])
             return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
         audit.upsert_run(con, run_id, **pinned.audit_fields())
         if last is not None and last["file_sha256"] == pinned.sha256:
-            since, runs = landing.unchanged_since(con, pinned.sha256)
-            reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
-            return _stop(con, run_id, "unchanged", reason)
+            if not read_again:
+                since, runs = landing.unchanged_since(con, pinned.sha256)
+                reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
+                return _stop(con, run_id, "unchanged", reason)
+            log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
+            _merge_details(con, run_id, read_again=read_again)
         result = loading.load_file(
             pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
         )
@@ -108,6 +124,16 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None) -> Outco
         transform.write_config_tables(con, school)
     shutil.rmtree(landing_dir(school_id, run_id), ignore_errors=True)
     return Outcome(counts={"rows_in_file": result.rows_in_file, "rows_loaded": result.rows_loaded})
+
+
+def _read_again(last: dict | None, config_hash: str, force: bool) -> str | None:
+    """Why content already processed is processed again (None: it is not)."""
+    if force:
+        return "forced"
+    # A run recorded before config hashes were kept counts as made with the same config.
+    if last is not None and last["config_sha256"] not in (None, config_hash):
+        return f"the school's config changed since run {last['run_id']}"
+    return None
 
 
 def validate(school_id: str, run_id: str) -> Outcome:
