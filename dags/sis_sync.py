@@ -25,7 +25,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from sisbridge import guards, landing, pipeline, transform
+from sisbridge import guards, landing, notify, pipeline, transform
 from sisbridge.config import dag_id, load_schools
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -58,6 +58,8 @@ writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/
   Approve pushes the change set; Reject, or no answer within {approval_timeout_hours:g} hours, pushes
   nothing. Under `sisbridge sync` (run conf `interactive_approval: false`) it ends as `held` instead.
 - A run that stops early (rejected, unchanged, dry run, held) still finalizes its audit row and report.
+- A held, rejected or failed run and a stale file notify the school's `notifiers:` and the platform's
+  (the Airflow Variable `sisbridge_platform_notifiers`).
 """
 APPROVAL_XCOM_KEY = "approval"
 
@@ -117,6 +119,9 @@ def _dbt_task_group(school) -> DbtTaskGroup:
 def build_dag(school):
     school_id = school.school_id
 
+    def record_failure(context):
+        pipeline.record_failure(school_id, context["run_id"], context["ti"].task_id, context.get("exception"))
+
     @dag(
         dag_id=dag_id(school_id),
         schedule=CronTriggerTimetable(school.schedule, timezone=school.timezone),
@@ -131,6 +136,7 @@ def build_dag(school):
             "retry_delay": timedelta(minutes=1),
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=30),
+            "on_failure_callback": record_failure,
         },
     )
     def sis_sync():
@@ -183,7 +189,7 @@ def build_dag(school):
             body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['body'] }}}}",
             defaults=guards.RosterApproval.REJECT,  # what an unanswered request becomes after the timeout
             response_timeout=timedelta(hours=school.approval_timeout_hours),
-            notifiers=[guards.ReviewRequestNotifier(school)],
+            notifiers=[notify.ReviewRequestNotifier(school)],
         )
 
         @task(retry_exponential_backoff=True, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -197,7 +203,10 @@ def build_dag(school):
                 raise AirflowFailException(str(exc)) from exc
 
         @task(
-            trigger_rule=TriggerRule.ALL_DONE, retries=0, on_success_callback=guards.StaleFileNotifier(school)
+            trigger_rule=TriggerRule.ALL_DONE,
+            retries=0,
+            on_success_callback=notify.RunEventNotifier(school),
+            on_failure_callback=notify.RunEventNotifier(school, failed=True),
         )
         def finalize(**context):
             review = _review(context)

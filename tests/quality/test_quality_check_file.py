@@ -11,8 +11,7 @@ import pytest
 
 from sisbridge import quality
 from sisbridge.config import SchoolConfig, Thresholds
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+from tests.corpora import CORPORA
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +154,7 @@ def test_a_real_school_data_sync_export_passes_with_a_header_mapping(capsys):
             "email": "CONTACT_EMAIL",
         },
     )
-    path = SHARED / "sds-samples" / "sds-v2.1-users.csv"
+    path = CORPORA / "sds-samples" / "sds-v2.1-users.csv"
     assert quality.check_file(path, school, None) == 0
     out = capsys.readouterr().out
     assert "encoding utf-8; 8 data records: 8 accepted, 0 rejected, 0 with warnings" in out
