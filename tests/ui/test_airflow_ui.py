@@ -28,6 +28,9 @@ SCHOOLS = PROJECT_ROOT / "tests" / "data" / "schools"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui"
 DAG_ID = "sis_sync__northwind"
 CHROMIUM = "/usr/bin/chromium"
+# How long the browser waits for a condition. Generous: it only costs time when the page is slow (two
+# cores shared with the whole Airflow stack), and every wait ends as soon as its condition holds.
+TIMEOUT = 180
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = (
     "--headless",
@@ -100,11 +103,14 @@ def browser():
     # element again on each try (React replaces elements when it renders; a held one goes stale).
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
+    # What the browser showed last: the first thing to look at when the test failed.
+    screenshot(driver, "last.png")
+    (ARTIFACTS / "last.txt").write_text(f"{driver.current_url}\n{page_text(driver)}\n", encoding="utf-8")
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def until(driver, condition, message: str, timeout: float = 60):
+def until(driver, condition, message: str, timeout: float = TIMEOUT):
     """Wait until `condition(driver)` is truthy; a lookup that misses or goes stale just tries again."""
     from selenium.common.exceptions import (
         ElementClickInterceptedException,
@@ -132,15 +138,15 @@ def page_text(driver) -> str:
     return until(driver, lambda d: (d.find_element(By.TAG_NAME, "body").text,), "no page body")[0]
 
 
-def wait_for_text(driver, text: str, timeout: float = 60) -> None:
+def wait_for_text(driver, text: str, timeout: float = TIMEOUT) -> None:
     until(driver, lambda d: text in page_text(d), f"{text!r} never showed", timeout)
 
 
-def wait_for_url(driver, part: str, timeout: float = 60) -> None:
+def wait_for_url(driver, part: str, timeout: float = TIMEOUT) -> None:
     until(driver, lambda d: part in d.current_url, f"never reached {part!r}", timeout)
 
 
-def click(driver, by: str, locator: str, timeout: float = 60) -> None:
+def click(driver, by: str, locator: str, timeout: float = TIMEOUT) -> None:
     """Click the element once it is shown and enabled, finding it again on each try."""
 
     def clicked(d) -> bool:
@@ -192,7 +198,7 @@ def grid_lines(driver) -> set[str]:
     return seen
 
 
-def wait_for_lines(driver, wanted, *, scrolling: bool = False, timeout: float = 60) -> set[str]:
+def wait_for_lines(driver, wanted, *, scrolling: bool = False, timeout: float = TIMEOUT) -> set[str]:
     """Wait until the page shows each of `wanted` as a line of its own; return the lines seen."""
     from selenium.common.exceptions import TimeoutException
 
@@ -268,7 +274,15 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
         wait_for_text(browser, text)
     screenshot(browser, "approval.png")
     click(browser, By.XPATH, "//button[normalize-space()='Approve']")
-    wait_for_text(browser, "approve response successful")
+
+    def answered(driver) -> bool:
+        # The UI's confirmation is a toast that fades; on a slow page the answer's record is the proof.
+        if "approve response successful" in page_text(driver):
+            return True
+        detail = airflow.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails")[1]
+        return bool(detail.get("response_received")) and detail.get("chosen_options") == ["Approve"]
+
+    until(browser, answered, "the approval was never confirmed")
 
     def finished():
         state = airflow.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}")[1]["state"]
