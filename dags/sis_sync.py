@@ -25,7 +25,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from sisbridge import guards, landing, pipeline, transform
+from sisbridge import guards, landing, notify, pipeline, transform
 from sisbridge.config import dag_id, load_schools, schools_dir
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -61,6 +61,8 @@ writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/
 - A run that stops early (rejected, unchanged, dry run, held) still finalizes its audit row and report.
 - A file already processed with the same config ends as `unchanged`; "Trigger with config"
   `{{"force": true}}` processes it again.
+- A held, rejected or failed run and a stale file notify the school's `notifiers:` and the platform's
+  (the Airflow Variable `sisbridge_platform_notifiers`).
 """
 APPROVAL_XCOM_KEY = "approval"
 
@@ -120,6 +122,9 @@ def _dbt_task_group(school) -> DbtTaskGroup:
 def build_dag(school):
     school_id = school.school_id
 
+    def record_failure(context):
+        pipeline.record_failure(school_id, context["run_id"], context["ti"].task_id, context.get("exception"))
+
     @dag(
         dag_id=dag_id(school_id),
         schedule=CronTriggerTimetable(school.schedule, timezone=school.timezone),
@@ -136,6 +141,7 @@ def build_dag(school):
             "retry_delay": timedelta(minutes=1),
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=30),
+            "on_failure_callback": record_failure,
         },
     )
     def sis_sync():
@@ -189,7 +195,7 @@ def build_dag(school):
             body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['body'] }}}}",
             defaults=guards.RosterApproval.REJECT,  # what an unanswered request becomes after the timeout
             response_timeout=timedelta(hours=school.approval_timeout_hours),
-            notifiers=[guards.ReviewRequestNotifier(school)],
+            notifiers=[notify.ReviewRequestNotifier(school)],
         )
 
         @task(retry_exponential_backoff=True, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -203,7 +209,10 @@ def build_dag(school):
                 raise AirflowFailException(str(exc)) from exc
 
         @task(
-            trigger_rule=TriggerRule.ALL_DONE, retries=0, on_success_callback=guards.StaleFileNotifier(school)
+            trigger_rule=TriggerRule.ALL_DONE,
+            retries=0,
+            on_success_callback=notify.RunEventNotifier(school),
+            on_failure_callback=notify.RunEventNotifier(school, failed=True),
         )
         def finalize(**context):
             review = _review(context)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from pgserver import PgServer, remove_server, start_server
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 
 _database_numbers = itertools.count(1)
 
@@ -44,9 +40,3 @@ def pg_url(pg_server: PgServer) -> str:
 def pg_module_url(pg_server: PgServer) -> str:
     """The URI of a new, empty PostgreSQL database shared by one test module."""
     return _create_database(pg_server)
-
-
-@pytest.fixture
-def shared_fixtures() -> Path:
-    """`../shared/fixtures` beside the project root (third-party corpora)."""
-    return SHARED_FIXTURES

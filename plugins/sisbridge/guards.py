@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import duckdb
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import BaseNotifier
 
 from sisbridge import normalize
 from sisbridge.audit import Finding
@@ -273,44 +272,7 @@ def stale_file_message(school: SchoolConfig, unchanged: int) -> str | None:
 
 
 STALE_XCOM_FIELD = "stale_file"
-ALERT_CONTEXT_KEY = "sisbridge_alert"
-
-
-class _SchoolAlert(BaseNotifier):
-    """Calls the school's configured notifiers (`notifiers:` in its YAML, e.g. Slack's or SMTP's).
-
-    They get the task's context plus `sisbridge_alert`, the message, for their templates.
-    """
-
-    def __init__(self, school: SchoolConfig):
-        super().__init__()
-        self.school_id = school.school_id
-        self.notifiers = [spec.build() for spec in school.notifiers]
-
-    def alert(self, context, message: str) -> None:
-        self.log.warning("%s", message)
-        context[ALERT_CONTEXT_KEY] = message
-        for notifier in self.notifiers:
-            notifier(context)
-
-
-class StaleFileNotifier(_SchoolAlert):
-    """Success callback of `finalize`: when the run found the school's file stale, log it and alert."""
-
-    def notify(self, context) -> None:
-        summary = context["ti"].xcom_pull(task_ids=context["ti"].task_id) or {}
-        if summary.get(STALE_XCOM_FIELD):
-            self.alert(context, f"Stale file: {summary[STALE_XCOM_FIELD]}")
-
-
 REVIEW_XCOM_KEY = "review"
-
-
-class ReviewRequestNotifier(_SchoolAlert):
-    """Notifier of the approval task: tells the school's channels that a held run waits for a reviewer."""
-
-    def notify(self, context) -> None:
-        self.alert(context, f"Run {context['run_id']} is waiting for a reviewer: {context['task'].subject}")
 
 
 class RosterApproval(ApprovalOperator):

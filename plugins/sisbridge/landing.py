@@ -19,6 +19,9 @@ from sisbridge.audit import Finding
 log = logging.getLogger(__name__)
 
 SENSED_FILE_XCOM_KEY = "sensed_file"
+RULES = {
+    "file_too_large": "The object is over the school's max_file_mb; it is rejected before it is downloaded.",
+}
 # Statuses whose file counts as processed: the same content again ends the run as `unchanged`.
 # A held or dry run did not apply its file, so the same content is worth running again.
 PROCESSED_STATUSES = ("succeeded", "rejected", "rejected_by_reviewer", "rolled_back")

@@ -258,6 +258,14 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
     return Outcome(status="succeeded", counts=counts)
 
 
+def record_failure(school_id: str, run_id: str, task_id: str, error: BaseException | None) -> None:
+    """Keep why a task failed as the run's `status_reason`, for `finalize`, the report and the notifiers."""
+    with audit.warehouse(school_id) as con:
+        run = audit.get_run(con, run_id)
+        if run is not None and run["status"] == "running":
+            audit.upsert_run(con, run_id, status_reason=f"{task_id} failed: {error or 'see the Airflow log'}")
+
+
 def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -> dict:
     """Close the run's audit row and write its reports, whatever happened upstream.
 

@@ -24,13 +24,19 @@ from hypothesis import strategies as st
 
 from sisbridge import audit, cli, demo, loading, pipeline, transform, userstore
 from sisbridge.config import load_school, warehouse_path
+from tests.corpora import CORPORA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+FIXTURES = CORPORA
 SCHOOL = load_school(PROJECT_ROOT / "tests" / "data" / "schools" / "northwind.yaml")
 HEADER = ["FIRST_NAME", "LAST_NAME", "EMAIL", "GRADUATION", "STAKEHOLDERS", "PROGRAM", "AFFINITY"]
 NAUGHTY = json.loads((FIXTURES / "naughty-strings" / "blns.json").read_text(encoding="utf-8"))
-FIXTURE_FILES = sorted(path for path in FIXTURES.rglob("*") if path.is_file())
+# Every data file of every corpus; not the README, checksums and licences beside them.
+FIXTURE_FILES = sorted(
+    path
+    for path in FIXTURES.rglob("*")
+    if path.is_file() and path.parent != FIXTURES and not path.name.startswith("LICENSE")
+)
 VERDICT = re.compile(r"^(?P<name>.+): (?P<verdict>ACCEPTED|REJECTED)$")
 ERROR_COUNT = re.compile(r"^\d+ findings?: (?P<errors>\d+) errors?, \d+ warnings?$")
 # An accepted file costs a dbt build in `sisbridge check`: keep the example counts moderate.
@@ -176,7 +182,7 @@ def test_a_10000_column_header_is_accepted_with_one_warning_per_unknown_column(t
 
 
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: str(p.relative_to(FIXTURES)))
-def test_every_shared_fixture_file(path):
+def test_every_corpus_file(path):
     assert_answered(path)
 
 
@@ -184,7 +190,7 @@ def test_every_shared_fixture_file(path):
 
 
 def rejected_samples() -> dict[str, bytes]:
-    """Files the campaign school must reject: the shared fixtures lack its required columns."""
+    """Files the campaign school must reject: the corpus files lack its required columns."""
     samples = {f"fixture_{p.parent.name}_{p.name}": p.read_bytes() for p in FIXTURE_FILES}
     extreme = extreme_files()
     samples["header_10000_columns_short_rows.csv"] = extreme["header_10000_columns_short_rows.csv"]

@@ -213,3 +213,42 @@ def test_runs_held_or_rejected_and_why(audited):
             ["line 2: FIRST_NAME is blank", "line 3: EMAIL 'ada@' is not a valid email address"],
         ),
     ]
+
+
+def _stages_written_by_the_code() -> set[str]:
+    """The `stage` argument of every `record_findings(con, run_id, stage, ...)` call in the package.
+
+    A literal is taken as is; a name or `module.NAME` is looked up in the module that holds the call.
+    """
+    import ast
+    import importlib
+
+    package = Path(audit.__file__).parent
+    stages = set()
+    for path in sorted(package.glob("*.py")):
+        module = importlib.import_module(f"sisbridge.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if not isinstance(node, ast.Call) or len(node.args) < 3:
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name != "record_findings":
+                continue
+            stage = node.args[2]
+            if isinstance(stage, ast.Constant):
+                stages.add(stage.value)
+            elif isinstance(stage, ast.Name):
+                stages.add(getattr(module, stage.id))
+            else:
+                owner = getattr(module, ast.unparse(stage.value))
+                stages.add(getattr(owner, stage.attr))
+    return stages
+
+
+def test_the_guide_lists_every_stage_that_writes_findings():
+    text = AUDITING_DOC.read_text(encoding="utf-8")
+    row = re.search(r"^\| `audit\.rejected_rows` \| .*?`stage` \(([^)]*)\)", text, flags=re.MULTILINE)
+    in_table = re.findall(r"`(\w+)`", row.group(1))
+    in_list = re.findall(r"^- `(\w+)`: ", text, flags=re.MULTILINE)
+    written = _stages_written_by_the_code()
+    assert written == {"load", "drift", "identity", "quality", "transform"}
+    assert sorted(in_table) == sorted(in_list) == sorted(written)

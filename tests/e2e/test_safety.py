@@ -19,7 +19,7 @@ import pytest
 
 from sisbridge import audit, userstore
 from sisbridge.cli import run_dag
-from sisbridge.config import reports_dir
+from sisbridge.config import reports_dir, safe_component
 from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e
@@ -202,7 +202,12 @@ def test_a_mass_removal_is_held_under_sync_and_a_stale_file_is_flagged(schools, 
         "(stale_after_runs = 1); ask the school for a new export"
     )
     assert summary(unchanged)["safety"]["stale_file"] == message
-    assert schools.read_text("utf-8").splitlines() == [f"Stale file: {message}"]
+    # The school's notifier heard of the held run and of the stale file.
+    assert schools.read_text("utf-8").splitlines() == [
+        f"Run {held['run_id']} of Harbor University (harbor) is held: {held['status_reason']}. "
+        f"Report: s3://uconnect-sis-harbor/sisbridge-reports/{safe_component(held['run_id'])}/",
+        f"Stale file: {message}",
+    ]
     assert store_rows(store_url, "harbor") == before
 
 
@@ -250,8 +255,24 @@ def test_a_reviewer_rejects_approves_or_lets_a_held_run_time_out(schools, school
     assert timed_out["status"] == "rejected_by_reviewer"
     assert timed_out["status_reason"] == "no reviewer answered within 0.0003 hours"
     assert store_rows(store_url, "harbor") == week_two
-    # The school's notifier heard of each request (the subject is the one shown in the Airflow UI).
+    # The school's notifier heard of each request (the subject is the one shown in the Airflow UI), and
+    # of each run that ended rejected by the reviewer or by the timeout.
     subject = "Approve the roster sync of Harbor University? (1 threshold(s) crossed)"
+
+    def request(run):
+        return f"Run {run['run_id']} is waiting for a reviewer: {subject}"
+
+    def outcome(run):
+        report = f"s3://uconnect-sis-harbor/sisbridge-reports/{safe_component(run['run_id'])}/"
+        return (
+            f"Run {run['run_id']} of Harbor University (harbor) is rejected_by_reviewer: "
+            f"{run['status_reason']}. Report: {report}"
+        )
+
     assert schools.read_text("utf-8").splitlines() == [
-        f"Run {run['run_id']} is waiting for a reviewer: {subject}" for run in (rejected, approved, timed_out)
+        request(rejected),
+        outcome(rejected),
+        request(approved),
+        request(timed_out),
+        outcome(timed_out),
     ]

@@ -59,10 +59,10 @@ def test_a_notifier_is_plugged_in_by_config(tmp_path):
         "  - {class: tests.guards.recording_notifier.RecordingNotifier, kwargs: {path: alerts.log}}\n",
     )
 
-    notifier = guards.StaleFileNotifier(load_school(path))
+    notifiers = [spec.build() for spec in load_school(path).notifiers]
 
-    assert [type(n) for n in notifier.notifiers] == [RecordingNotifier]
-    assert notifier.notifiers[0].path == "alerts.log"
+    assert [type(n) for n in notifiers] == [RecordingNotifier]
+    assert notifiers[0].path == "alerts.log"
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from sisbridge.config import SchoolConfig
+from tests.corpora import CORPORA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+FIXTURES = CORPORA
 DATA = Path(__file__).resolve().parent / "data"
 
 

@@ -11,8 +11,7 @@ import pytest
 
 from sisbridge import quality
 from sisbridge.config import SchoolConfig, Thresholds
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+from tests.corpora import CORPORA
 
 
 @pytest.fixture(autouse=True)
@@ -161,7 +160,7 @@ def test_a_real_school_data_sync_export_passes_with_a_header_mapping(tmp_path, c
             {**settings, "header_aliases": {**settings["header_aliases"], "email": "CONTACT_EMAIL"}}
         )
     school = SchoolConfig.model_validate(settings)
-    with (SHARED / "sds-samples" / "sds-v2.1-users.csv").open(newline="", encoding="utf-8") as handle:
+    with (CORPORA / "sds-samples" / "sds-v2.1-users.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     drop = rows[0].index("email")
     path = tmp_path / "users.csv"

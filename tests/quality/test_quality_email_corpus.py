@@ -15,11 +15,11 @@ hands out and uConnect can send to, so the mapping to our accept/reject verdict 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from sisbridge.quality import email_problem
+from tests.corpora import CORPORA
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "isemail" / "tests.xml"
+CORPUS = CORPORA / "isemail" / "tests.xml"
 VALID_CATEGORIES = {"ISEMAIL_VALID_CATEGORY", "ISEMAIL_DNSWARN"}
 INVALID_CATEGORIES = {"ISEMAIL_RFC5321", "ISEMAIL_CFWS", "ISEMAIL_DEPREC", "ISEMAIL_RFC5322", "ISEMAIL_ERR"}
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from pathlib import Path
 
-from sisbridge import guards, loading, normalize, quality
+from sisbridge import guards, landing, loading, normalize, quality
 
-RULES_DOC = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+ROOT = Path(__file__).resolve().parents[2]
+RULES_DOC = ROOT / "docs" / "rules.md"
 # Rules computed by the dbt project (intermediate.int_roster_findings).
 DBT_RULES = (
     "graduation_unparseable",
@@ -26,7 +29,7 @@ def documented() -> dict[str, tuple[str, str]]:
 
 
 def test_every_rule_in_the_code_is_documented_once():
-    expected = {*quality.RULES, *loading.RULES, *DBT_RULES, *guards.RULES}
+    expected = {*quality.RULES, *loading.RULES, *landing.RULES, *DBT_RULES, *guards.RULES}
     text = RULES_DOC.read_text("utf-8")
     assert set(documented()) == expected
     for rule in expected:
@@ -52,3 +55,48 @@ def test_the_documented_whitespace_is_the_code_s():
         documented_codes |= set(range(int(first, 16), int(last or first, 16) + 1))
     # "figure space U+2007 among them" names a code point inside a range already listed.
     assert documented_codes == {ord(char) for char in normalize.WHITESPACE}
+
+
+def _rules_written_by_the_code() -> dict[str, str]:
+    """{rule: where} for every rule name the Python package or a GX suite can put in a finding.
+
+    Read from the source, so that a rule added without its module's RULES entry is found too:
+    `Finding("x", ...)` and `Finding(rule="x")`, the loader's `_reject("x", ...)` and
+    `_reject_as(encoding, "x", ...)`, `rule = "x"`, and `meta.rule` in `expectations/*.json`.
+    """
+    found = {}
+    for path in sorted((ROOT / "plugins" / "sisbridge").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            values = []
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                position = {"Finding": 0, "_reject": 0, "_reject_as": 1}.get(node.func.id)
+                if position is not None and len(node.args) > position:
+                    values.append(node.args[position])
+                values += [kw.value for kw in node.keywords if kw.arg == "rule"]
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "rule" for target in node.targets
+            ):
+                values.append(node.value)
+            for value in values:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found[value.value] = f"{path.name}:{value.lineno}"
+    for path in sorted((ROOT / "expectations").glob("*.json")):
+        for expectation in json.loads(path.read_text("utf-8"))["expectations"]:
+            if "rule" in expectation.get("meta", {}):  # the uniqueness suite's rules come from quality.py
+                found[expectation["meta"]["rule"]] = path.name
+    return found
+
+
+def test_every_rule_the_code_writes_is_in_the_doc_and_in_its_module_rules():
+    written = _rules_written_by_the_code()
+    samples = {"file_too_large", "ragged_row", "duplicate_in_file", "email_blank", "schema_drift"}
+    assert samples <= set(written)
+    listed = {*quality.RULES, *loading.RULES, *landing.RULES, *guards.RULES}
+    assert {rule: where for rule, where in written.items() if rule not in listed} == {}
+    assert {rule: where for rule, where in written.items() if rule not in documented()} == {}
+
+
+def test_the_landing_rules_are_file_errors():
+    docs = documented()
+    for rule in landing.RULES:
+        assert docs[rule] == ("file", "error"), rule

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 import yaml
 
 from sisbridge import demo
+from tests.corpora import CORPORA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-NAUGHTY_JSON = PROJECT_ROOT.parent / "shared" / "fixtures" / "naughty-strings" / "blns.json"
+NAUGHTY_JSON = CORPORA / "naughty-strings" / "blns.json"
 
 # The two classic payloads the issue names: one breaks out of a double-quoted identifier, one out of
 # a single-quoted literal.

@@ -28,6 +28,9 @@ SCHOOLS = PROJECT_ROOT / "tests" / "data" / "schools"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui"
 DAG_ID = "sis_sync__northwind"
 CHROMIUM = "/usr/bin/chromium"
+# How long the browser waits for a condition. Generous: it only costs time when the page is slow (two
+# cores shared with the whole Airflow stack), and every wait ends as soon as its condition holds.
+TIMEOUT = 180
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = (
     "--headless",
@@ -96,56 +99,120 @@ def browser():
         options.add_argument(flag)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options.add_argument(f"--user-data-dir={profile}")
+    # No implicit wait: every lookup below is an explicit wait on a condition, which finds its
+    # element again on each try (React replaces elements when it renders; a held one goes stale).
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(20)
     yield driver
+    # What the browser showed last: the first thing to look at when the test failed.
+    screenshot(driver, "last.png")
+    (ARTIFACTS / "last.txt").write_text(f"{driver.current_url}\n{page_text(driver)}\n", encoding="utf-8")
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def page_text(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.TAG_NAME, "body").text
-
-
-def wait_for_text(driver, text: str, timeout: float = 60) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, timeout).until(lambda d: text in page_text(d), f"{text!r} never showed")
-
-
-def wait_for_url(driver, part: str, timeout: float = 60) -> None:
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, timeout).until(expected_conditions.url_contains(part), f"never reached {part!r}")
-
-
-def wait_for_element(driver, css: str, timeout: float = 60):
-    """The element matching `css` once it is on the page and clickable."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(
-        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, css)), f"{css} never showed"
+def until(driver, condition, message: str, timeout: float = TIMEOUT):
+    """Wait until `condition(driver)` is truthy; a lookup that misses or goes stale just tries again."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+        NoSuchElementException,
+        StaleElementReferenceException,
     )
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    retry = (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+    )
+    return WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=retry).until(
+        condition, message
+    )
+
+
+def page_text(driver) -> str:
+    """The text the page shows now (the body is looked up again on every call)."""
+    from selenium.webdriver.common.by import By
+
+    return until(driver, lambda d: (d.find_element(By.TAG_NAME, "body").text,), "no page body")[0]
+
+
+def wait_for_text(driver, text: str, timeout: float = TIMEOUT) -> None:
+    until(driver, lambda d: text in page_text(d), f"{text!r} never showed", timeout)
+
+
+def wait_for_url(driver, part: str, timeout: float = TIMEOUT) -> None:
+    until(driver, lambda d: part in d.current_url, f"never reached {part!r}", timeout)
+
+
+def click(driver, by: str, locator: str, timeout: float = TIMEOUT) -> None:
+    """Click the element once it is shown and enabled, finding it again on each try."""
+
+    def clicked(d) -> bool:
+        element = d.find_element(by, locator)
+        if not (element.is_displayed() and element.is_enabled()):
+            return False
+        element.click()
+        return True
+
+    until(driver, clicked, f"{locator} was never clickable", timeout)
+
+
+def type_into(driver, by: str, locator: str, text: str) -> None:
+    """Type `text` into the field until it holds exactly that (a re-render may have eaten keys)."""
+
+    from selenium.webdriver.common.keys import Keys
+
+    def typed(d) -> bool:
+        field = d.find_element(by, locator)
+        if field.get_attribute("value") != text:
+            # Select and delete rather than clear(): React only sees a change made by keys.
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(Keys.DELETE)
+            field.send_keys(text)
+        return d.find_element(by, locator).get_attribute("value") == text
+
+    until(driver, typed, f"could not type into {locator}")
 
 
 def grid_lines(driver) -> set[str]:
-    """Every line the page shows while its scrollable panels (the grid's task list) scroll through."""
-    seen = set(page_text(driver).splitlines())
-    panels = driver.execute_script(
+    """Every line the page shows while its scrollable panels (the grid's task list) scroll through.
+
+    The panels are looked up by position on every step, never held, since the grid re-renders.
+    """
+    find_panels = (
         "return [...document.querySelectorAll('*')].filter(e => e.scrollHeight > e.clientHeight + 20 "
         "&& ['auto', 'scroll'].includes(getComputedStyle(e).overflowY))"
     )
-    for panel in panels:
-        height = driver.execute_script("return arguments[0].scrollHeight", panel)
-        for top in range(0, height + 400, 400):
-            driver.execute_script("arguments[0].scrollTop = arguments[1]", panel, top)
+    scroll = (
+        f"const p = (() => {{ {find_panels} }})()[arguments[0]]; if (p) {{ p.scrollTop = arguments[1]; }}"
+    )
+    height = f"const p = (() => {{ {find_panels} }})()[arguments[0]]; return p ? p.scrollHeight : 0;"
+    seen = set(page_text(driver).splitlines())
+    for index in range(len(driver.execute_script(find_panels))):
+        for top in range(0, driver.execute_script(height, index) + 400, 400):
+            driver.execute_script(scroll, index, top)
             seen |= set(page_text(driver).splitlines())
-        driver.execute_script("arguments[0].scrollTop = 0", panel)
+        driver.execute_script(scroll, index, 0)
+    return seen
+
+
+def wait_for_lines(driver, wanted, *, scrolling: bool = False, timeout: float = TIMEOUT) -> set[str]:
+    """Wait until the page shows each of `wanted` as a line of its own; return the lines seen."""
+    from selenium.common.exceptions import TimeoutException
+
+    seen: set[str] = set()
+
+    def shown(d) -> bool:
+        seen.clear()
+        seen.update(grid_lines(d) if scrolling else page_text(d).splitlines())
+        return set(wanted) <= seen
+
+    try:
+        until(driver, shown, "lines missing", timeout)
+    except TimeoutException:
+        raise AssertionError(f"never shown: {sorted(set(wanted) - seen)}") from None
     return seen
 
 
@@ -192,21 +259,30 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
     browser.get(f"{airflow.url}/")
     # The UI sends an anonymous visitor to the login page from the browser, after the page loads.
     wait_for_url(browser, "/auth/login")
-    assert "/auth/login" in browser.current_url
-    browser.find_element(By.NAME, "username").send_keys(ADMIN)
-    browser.find_element(By.NAME, "password").send_keys(airflow.password)
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    type_into(browser, By.NAME, "username", ADMIN)
+    type_into(browser, By.NAME, "password", airflow.password)
+    click(browser, By.CSS_SELECTOR, "button[type=submit]")
     wait_for_text(browser, "Dags")
 
     browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}/tasks/approve/required_actions")
-    wait_for_text(browser, "Approve the roster sync of Northwind University?")
-    text = page_text(browser)
-    assert "Awaiting Input" in text
-    assert "30 removals are 37.5% of 80 active users, over max_removed_pct = 10%" in text
-    assert "Nothing has been pushed to the user store." in text
+    for text in (
+        "Approve the roster sync of Northwind University?",
+        "Awaiting Input",
+        "30 removals are 37.5% of 80 active users, over max_removed_pct = 10%",
+        "Nothing has been pushed to the user store.",
+    ):
+        wait_for_text(browser, text)
     screenshot(browser, "approval.png")
-    browser.find_element(By.XPATH, "//button[normalize-space()='Approve']").click()
-    wait_for_text(browser, "approve response successful")
+    click(browser, By.XPATH, "//button[normalize-space()='Approve']")
+
+    def answered(driver) -> bool:
+        # The UI's confirmation is a toast that fades; on a slow page the answer's record is the proof.
+        if "approve response successful" in page_text(driver):
+            return True
+        detail = airflow.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails")[1]
+        return bool(detail.get("response_received")) and detail.get("chosen_options") == ["Approve"]
+
+    until(browser, answered, "the approval was never confirmed")
 
     def finished():
         state = airflow.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}")[1]["state"]
@@ -214,38 +290,24 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
 
     assert airflow.wait_until(finished, timeout=600, what="the approved run to finish", every=5) == "success"
 
-    # The grid's toolbar renders after the page's first text: wait for the button, not just the page.
+    # The grid's toolbar renders after the page's first text: wait for its button, not just the page.
     # Once in a clean-clone CI run it never rendered on the first load; a second load is allowed.
-    expand = "button[aria-label='Expand all task groups']"
     for attempt in (1, 2):
         browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}")
         wait_for_text(browser, "Task Instances")
         try:
-            button = wait_for_element(browser, expand)
+            click(browser, By.CSS_SELECTOR, "button[aria-label='Expand all task groups']")
             break
         except TimeoutException:
             if attempt == 2:
                 raise
-    button.click()
-    wait_for_text(browser, "dbt_producer_watcher")
+    tasks = ("wait_for_file", "load_raw", "validate", "transform", "guard", "approve", "push", "finalize")
+    wait_for_lines(
+        browser, {run_id, "Success", *tasks, "dbt_producer_watcher", "stg_sis__roster", "run", "test"}
+    )
     screenshot(browser, "grid.png")
-    lines = page_text(browser).splitlines()
-    assert run_id in lines and "Success" in lines
-    for task in (
-        "wait_for_file",
-        "load_raw",
-        "validate",
-        "transform",
-        "guard",
-        "approve",
-        "push",
-        "finalize",
-    ):
-        assert task in lines, task
-    assert "stg_sis__roster" in lines and {"run", "test"} <= set(lines)
     # The grid renders only the rows in view: scroll its task list to see the marts' model tasks too.
-    shown = grid_lines(browser)
-    assert [model for model in DBT_MODELS if model not in shown] == []
+    wait_for_lines(browser, DBT_MODELS, scrolling=True)
 
     # What the approval let through: exactly the 30 students missing from week 2 are now inactive.
     engine = sa.create_engine(f"sqlite:///{store}")

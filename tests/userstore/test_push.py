@@ -18,6 +18,7 @@ from userstore.userstore_helpers import (
 
 from sisbridge import normalize
 from sisbridge.userstore import PushResult, push, rollback
+from tests.corpora import CORPORA
 
 ACME = school()
 ADA, BOB, CY = "ada@acme.edu", "bob@acme.edu", "cy@acme.edu"
@@ -255,9 +256,9 @@ def test_batch_size_must_be_positive(warehouse, engine, batch_size):
         push(warehouse, engine, ACME, "run-1", batch_size=batch_size)
 
 
-def test_naughty_strings_are_stored_exactly(warehouse, engine, shared_fixtures):
+def test_naughty_strings_are_stored_exactly(warehouse, engine):
     """Names from the Big List of Naughty Strings survive staging (COPY escapes, quotes, unicode)."""
-    lines = (shared_fixtures / "naughty-strings" / "blns.txt").read_text(encoding="utf-8").splitlines()
+    lines = (CORPORA / "naughty-strings" / "blns.txt").read_text(encoding="utf-8").splitlines()
     # PostgreSQL text cannot hold NUL; a school's file with one is rejected before the push.
     names = [line for line in lines if line and not line.startswith("#") and "\x00" not in line]
     names += ["tab\there", "back\\slash\\N", "line\nbreak", "\\N"]
