@@ -102,7 +102,9 @@ def test_missing_values_file_is_named(tmp_path):
 def test_a_broken_config_fails_dag_parsing_loudly(tmp_path, monkeypatch):
     import runpy
 
+    from sisbridge.dag_factory import shard_file
+
     write(tmp_path, "tester", BASE + "missing_users: purge\n")
     monkeypatch.setenv("SISBRIDGE_SCHOOLS_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="missing_users"):
-        runpy.run_path(str(ROOT / "dags" / "sis_sync.py"))
+        runpy.run_path(str(shard_file("tester")))
