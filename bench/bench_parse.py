@@ -8,7 +8,7 @@ number of schools (generated configs in a temporary folder):
   `dag_file_processor_timeout`. Median and max over the files; the target is 10 s each.
 - **task start**, as a task process finds its DAG: a fresh process with Airflow's parsing context set
   to one school's DAG and task, the DagBag of that school's file (`cold`, imports included), then
-  the same again (`build`: the DAG alone). Median over three schools.
+  the same again (`build`: the DAG alone), wall and CPU seconds. Median over three schools.
 
 Merges `parse_file_*_<n>_schools` and `task_start_*_<n>_schools` into bench/results.json.
 
@@ -51,15 +51,19 @@ TASK_START_CHILD = """
 import json, sys, time
 from airflow.dag_processing.dagbag import BundleDagBag
 def bag():
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     dags = BundleDagBag(
         dag_folder=sys.argv[1], safe_mode=False, load_op_links=False, bundle_path=sys.argv[2],
         bundle_name="dags-folder",
     )
-    return time.perf_counter() - started, sorted(dags.dag_ids), dict(dags.import_errors)
-cold, dag_ids, errors = bag()
-build, _, _ = bag()
-print(json.dumps({"cold_s": cold, "build_s": build, "dag_ids": dag_ids, "errors": errors}))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return seconds, cpu, sorted(dags.dag_ids), dict(dags.import_errors)
+cold, cold_cpu, dag_ids, errors = bag()
+build, build_cpu, _, _ = bag()
+print(json.dumps({
+    "cold_s": cold, "cold_cpu_s": cold_cpu, "build_s": build, "build_cpu_s": build_cpu, "dag_ids": dag_ids,
+    "errors": errors,
+}))
 """
 
 
@@ -132,10 +136,8 @@ def task_start(dag_file: Path, dag_id: str, schools: Path, workdir: Path) -> dic
 def task_starts(schools: Path, school_ids: list[str], workdir: Path) -> dict:
     picked = [school_ids[0], school_ids[len(school_ids) // 2], school_ids[-1]]
     runs = [task_start(shard_file(s), f"sis_sync__{s}", schools, workdir) for s in picked]
-    return {
-        "cold_s": round(statistics.median(run["cold_s"] for run in runs), 3),
-        "build_s": round(statistics.median(run["build_s"] for run in runs), 3),
-    }
+    keys = ("cold_s", "cold_cpu_s", "build_s", "build_cpu_s")
+    return {key: round(statistics.median(run[key] for run in runs), 3) for key in keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,14 +154,15 @@ def main(argv: list[str] | None = None) -> int:
             if count in task_start_at:
                 started = task_starts(schools, school_ids, Path(tmp))
                 print(f"{count} schools, task start: {started}", flush=True)
-                figures[f"task_start_cold_s_{count}_schools"] = started["cold_s"]
-                figures[f"task_start_build_s_{count}_schools"] = started["build_s"]
+                for key, value in started.items():
+                    figures[f"task_start_{key}_{count}_schools"] = value
+                figures["task_start_load_average_after"] = [round(x, 2) for x in os.getloadavg()]
             if count in file_parse_at:
                 parsed = file_parse(schools, school_ids, Path(tmp))
                 print(f"{count} schools, file parse: {parsed}", flush=True)
                 for key, value in parsed.items():
                     figures[f"parse_file_{key}_{count}_schools"] = value
-    figures["parse_file_load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+                figures["parse_file_load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     merged.update(figures)
     RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
