@@ -48,6 +48,10 @@ bench: install ## Benchmarks: 10k/100k/1M rosters end to end into bench/results.
 bench-schools: install ## 20 schools x 20k rows at once under a real scheduler (LocalExecutor, PostgreSQL, transform as one task)
 	$(BIN)/python bench/schools.py --executor local
 
+.PHONY: bench-parse
+bench-parse: install ## DAG parsing: each DAG file at 1,000 schools, and a task's start at 10, 100 and 1,000
+	$(BIN)/python bench/bench_parse.py
+
 .PHONY: bench-celery
 bench-celery: install ## The same schools with CeleryExecutor, two workers and Debian's redis-server
 	@command -v redis-server >/dev/null || { echo "bench-celery needs redis-server (apt-get install redis-server)"; exit 2; }

@@ -95,7 +95,7 @@ def run_once(kind: str, csv_path: Path, db_path: Path) -> dict:
 
         from sisbridge import loading  # noqa: F401
     con = duckdb.connect(str(db_path))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if kind == "duckdb":
         con.execute(
             "create table roster as select * from read_csv(?, all_varchar = true, ignore_errors = true)",
@@ -107,7 +107,8 @@ def run_once(kind: str, csv_path: Path, db_path: Path) -> dict:
 
         result = loading.load_file(csv_path, _school(), con)
         rows = result.rows_loaded
-    elapsed = time.perf_counter() - started
+    # CPU seconds of all the process's threads: less sensitive than wall time to a busy machine.
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     checks = {}
     if kind == "load":
         # Record n of the generator is on line n + 2 (one record a line, after the header).
@@ -118,7 +119,7 @@ def run_once(kind: str, csv_path: Path, db_path: Path) -> dict:
         checks["community_rows"] = con.execute("select count(*) from raw.roster_communities").fetchone()[0]
         checks["ragged_rows"] = sum(f.rule == "ragged_row" for f in result.findings)
     con.close()
-    return {"seconds": elapsed, "rows": rows, **checks}
+    return {"seconds": elapsed, "cpu_s": cpu, "rows": rows, **checks}
 
 
 def timed(kind: str, csv_path: Path) -> tuple[dict, float]:
@@ -148,12 +149,14 @@ def main() -> None:
     csv_path = DATA_DIR / f"roster_{args.rows}.csv"
     if not csv_path.exists():
         generate(csv_path, args.rows)
-    duckdb_runs, load_runs, rss = [], [], []
+    duckdb_runs, load_runs, duckdb_cpu, load_cpu, rss = [], [], [], [], []
     for _ in range(args.runs):
         baseline, _ = timed("duckdb", csv_path)
         duckdb_runs.append(baseline["seconds"])
+        duckdb_cpu.append(baseline["cpu_s"])
         loaded, peak = timed("load", csv_path)
         load_runs.append(loaded["seconds"])
+        load_cpu.append(loaded["cpu_s"])
         rss.append(peak)
     duckdb_s, load_s = statistics.median(duckdb_runs), statistics.median(load_runs)
     figures = {
@@ -167,7 +170,10 @@ def main() -> None:
         "duckdb_read_s_1m": round(duckdb_s, 3),
         "load_s_1m": round(load_s, 3),
         "load_ratio_1m": round(load_s / duckdb_s, 2),
+        "duckdb_read_cpu_s_1m": round(statistics.median(duckdb_cpu), 3),
+        "load_cpu_s_1m": round(statistics.median(load_cpu), 3),
         "load_peak_rss_mb": round(max(rss), 1),
+        "load_load_average_after": [round(x, 2) for x in os.getloadavg()],
         "duckdb_runs_s": [round(s, 3) for s in duckdb_runs],
         "load_runs_s": [round(s, 3) for s in load_runs],
     }

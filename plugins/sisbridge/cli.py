@@ -108,7 +108,10 @@ def run_dag(school_id: str, *, force: bool = False) -> dict:
     prepare_airflow()  # before anything imports Airflow
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    from sisbridge.dag_factory import shard_file
+
+    # Only the school's own DAG file: the others hold other schools' DAGs, hundreds of them at scale.
+    bag = DagBag(dag_folder=str(shard_file(school_id)))
     if bag.import_errors:
         raise ConfigError("; ".join(f"{path}: {err}" for path, err in bag.import_errors.items()))
     dag = bag.get_dag(dag_id(school_id))

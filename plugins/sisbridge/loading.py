@@ -435,6 +435,15 @@ _FIELDS = "_sisbridge_fields"
 _JOINED = "_sisbridge_joined"
 
 
+def _kept_fields(positions: dict) -> list[int]:
+    """The fields the raw tables take (c0 also checks the alignment); the loader reads no others.
+
+    DuckDB 1.5 reserves about 100 KiB of its memory limit per column that a CSV scan returns,
+    whatever the row count, so a 10,000-column header alone passed the 1 GB default.
+    """
+    return sorted({0, *positions.values()})
+
+
 def _insert_rows(con, relation: str, params: dict, positions: dict, school: SchoolConfig) -> None:
     """Fill raw.roster and raw.roster_communities from `relation` (fields c0, c1, ...) and the lines."""
     # Both sides of the positional join must have the same length: a row without a line number, or
@@ -443,11 +452,12 @@ def _insert_rows(con, relation: str, params: dict, positions: dict, school: Scho
         "coalesce(n.line_number, error(concat('unaligned row ', f.c0))) is not null "
         "and coalesce(f.c0, error(concat('unaligned line ', n.line_number))) is not null"
     )
+    fields = ", ".join(f"f.c{i}" for i in _kept_fields(positions))
     # The file is read once into a temp table, and both raw tables are filled from it: reading the
     # CSV a second time for the community cells cost more than the copy.
     con.execute(
         f"create or replace temp table {_JOINED} as "
-        f"select n.line_number, f.* from {_LINES} as n positional join {relation} as f where {aligned}",
+        f"select n.line_number, {fields} from {_LINES} as n positional join {relation} as f where {aligned}",
         params,
     )
     try:
@@ -467,16 +477,19 @@ def _insert_rows(con, relation: str, params: dict, positions: dict, school: Scho
         con.execute(f"drop table if exists {_JOINED}")
 
 
-def _read_with_python(con, scanned: ScannedFile, rows) -> None:
+def _read_with_python(con, scanned: ScannedFile, rows, kept: list[int]) -> None:
     import pandas as pd
 
-    names = [f"c{i}" for i in range(len(scanned.header))]
+    names = [f"c{i}" for i in kept]
     con.execute(f"create or replace temp table {_FIELDS} ({', '.join(f'{n} varchar' for n in names)})")
     batch = 50_000
     for offset in range(0, len(rows), batch):
         records = [
-            _parse_record(scanned.data, int(scanned.starts[i]), int(scanned.ends[i]))
-            for i in rows[offset : offset + batch]
+            [fields[i] for i in kept]
+            for fields in (
+                _parse_record(scanned.data, int(scanned.starts[r]), int(scanned.ends[r]))
+                for r in rows[offset : offset + batch]
+            )
         ]
         frame = pd.DataFrame(records, columns=names, dtype=object)  # noqa: F841 - scanned by DuckDB
         con.execute(f"insert into {_FIELDS} select * from frame")
@@ -508,7 +521,7 @@ def _load_rows(con, scanned: ScannedFile, school: SchoolConfig, columns: list) -
             except duckdb.Error:
                 # DuckDB refused a record the pre-pass found valid: split them with Python's csv instead.
                 con.execute("delete from raw.roster; delete from raw.roster_communities")
-                _read_with_python(con, scanned, np.flatnonzero(good))
+                _read_with_python(con, scanned, np.flatnonzero(good), _kept_fields(positions))
                 _insert_rows(con, _FIELDS, {}, positions, school)
                 con.execute(f"drop table {_FIELDS}")
     finally:
@@ -619,7 +632,15 @@ def load_file(
     else:
         encoding, header, rows_in_file = scanned.encoding, scanned.header, scanned.rows_in_file
         columns, header_findings = _header_findings(header, scanned.header_line, school, name)
-        con.executemany("insert into raw.file_columns values (?, ?, ?, ?)", columns)
+        # One statement: executemany took about 6 ms a row, a minute for a 10,000-column header.
+        con.execute(
+            "insert into raw.file_columns select unnest($position), unnest($source), unnest($canonical), "
+            "unnest($kind)",
+            {
+                name: [column[index] for column in columns]
+                for index, name in enumerate(("position", "source", "canonical", "kind"))
+            },
+        )
         findings = scanned.findings + header_findings
         rejected = any(f.severity == "error" for f in header_findings)
         if not rejected:

@@ -181,6 +181,24 @@ def test_a_10000_column_header_is_accepted_with_one_warning_per_unknown_column(t
     assert "  ... and 9994 more" in output.splitlines()
 
 
+def test_a_10000_column_file_that_duckdb_refuses_is_read_by_python_within_the_memory_limit(tmp_path):
+    # A record over DuckDB's 2 MB line limit sends the loader to Python's csv module, under the same
+    # memory limit as the DuckDB path (the default 1 GB).
+    wide = ["FIRST_NAME", "LAST_NAME", "EMAIL", *(f"EXTRA_{n}" for n in range(9_997))]
+    record = ["Ada", "Lovelace", "ada@northwind.edu", "x" * 2_100_000, *([""] * 9_996)]
+    path = tmp_path / "header_10000_columns_long_record.csv"
+    path.write_bytes(csv_bytes([record], wide))
+
+    code, output = run_check(path)
+
+    assert code == 0, output[:2000]
+    assert "unknown_column (warning): 9997" in output.splitlines()
+    with audit.warehouse(SCHOOL.school_id, path=tmp_path / "warehouse.duckdb") as con:
+        result = loading.load_file(path, SCHOOL, con, file_name=path.name)
+        loaded = con.execute("select line_number, first_name, last_name, email from raw.roster").fetchall()
+    assert (result.rows_loaded, loaded) == (1, [(2, "Ada", "Lovelace", "ada@northwind.edu")])
+
+
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: str(p.relative_to(FIXTURES)))
 def test_every_corpus_file(path):
     assert_answered(path)

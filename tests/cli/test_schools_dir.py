@@ -8,7 +8,7 @@ import sys
 from tests.cli.conftest import PROJECT_ROOT
 
 PROJECT_SCHOOLS = PROJECT_ROOT / "config" / "schools"
-DAG_FILE = PROJECT_ROOT / "dags" / "sis_sync.py"
+DAGS = PROJECT_ROOT / "dags"
 
 
 def python(shell, code: str, env: dict) -> str:
@@ -25,11 +25,13 @@ def test_without_sisbridge_schools_dir_everyone_reads_the_projects_config_school
     assert expected_dags
 
     library = python(shell, "from sisbridge.config import schools_dir; print(schools_dir())", shell.env)
-    # Airflow parses the DAG file from wherever its processes were started.
+    # Airflow parses the DAG files from wherever its processes were started.
     dag_file = python(
         shell,
-        f"import runpy; ns = runpy.run_path({str(DAG_FILE)!r}); print(ns['SCHOOLS_DIR']); "
-        "print(sorted(name for name in ns if name.startswith('sis_sync__')))",
+        "import runpy; from pathlib import Path; from sisbridge.dag_factory import schools_dir; "
+        f"files = sorted(Path({str(DAGS)!r}).glob('sis_sync_*.py')); "
+        "names = [n for f in files for n in runpy.run_path(str(f)) if n.startswith('sis_sync__')]; "
+        "print(schools_dir()); print(sorted(names))",
         {**shell.env, "AIRFLOW_HOME": str(shell.root / "airflow")},
     ).splitlines()[-2:]  # after Airflow's own log lines
     command = shell.run("sync", "--school", "nosuch")

@@ -104,10 +104,12 @@ def test_missing_values_file_is_named(tmp_path):
 def test_a_broken_config_fails_dag_parsing_loudly(tmp_path, monkeypatch):
     import runpy
 
+    from sisbridge.dag_factory import shard_file
+
     write(tmp_path, "tester", BASE + "missing_users: purge\n")
     monkeypatch.setenv("SISBRIDGE_SCHOOLS_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="missing_users"):
-        runpy.run_path(str(ROOT / "dags" / "sis_sync.py"))
+        runpy.run_path(str(shard_file("tester")))
 
 
 def test_program_is_a_built_in_community_column_unless_the_config_says_otherwise(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sisbridge.dag_factory import shard_file
 from tests.config.bad_configs import BAD_CONFIGS, GOOD
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -20,9 +21,10 @@ def test_a_bad_school_config_is_an_import_error_of_the_dag_file(tmp_path, monkey
 
     bag = DagBag(dag_folder=str(DAGS))
 
+    quay_file = str(shard_file("quay"))
     assert bag.dag_ids == []
-    assert list(bag.import_errors) == [str(DAGS / "sis_sync.py")]
-    error = bag.import_errors[str(DAGS / "sis_sync.py")]
+    assert list(bag.import_errors) == [quay_file]
+    error = bag.import_errors[quay_file]
     assert f"ConfigError: {tmp_path / 'quay.yaml'}: " in error
     assert named in error
 

@@ -1,11 +1,14 @@
-"""One weekly roster sync DAG per school, built from `config/schools/*.yaml`.
+"""One weekly roster sync DAG per school, built from `config/schools/*.yaml` by the DAG files.
 
-This file only wires tasks: every task calls one function of the `sisbridge` package. Nothing here
-touches S3, DuckDB, the store, dbt or GX at import time.
+The schools are spread over `SHARDS` DAG files, `dags/sis_sync_<NN>.py`, that the dag-processor
+parses in parallel: each calls `build_shard` with its number and defines the DAGs of the schools
+whose id hashes to it (`shard_of`). This module only wires tasks: every task calls one function of
+the `sisbridge` package. Nothing here touches S3, DuckDB, the store, dbt or GX at import time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -26,26 +29,41 @@ from cosmos.constants import (
 )
 
 from sisbridge import guards, landing, notify, pipeline, transform
-from sisbridge.config import dag_id, load_schools, schools_dir
+from sisbridge.config import PROJECT_ROOT, dag_id, load_school, schools_dir
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHOOLS_DIR = schools_dir()
+REPO_ROOT = PROJECT_ROOT
+DAGS_DIR = REPO_ROOT / "dags"
+# The number of DAG files. A school's file depends on its id and this number only, so adding or
+# removing a school never moves another; changing it moves most schools (docs/scaling.md).
+SHARDS = 64
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # Written by `dbt parse` (make install, sisbridge sync): parsing the DAGs never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
-# How long Saturday night's run waits for a file, and how often it looks (seconds).
-SENSOR_TIMEOUT_S = float(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_S", 6 * 3600))
-SENSOR_POKE_S = float(os.environ.get("SISBRIDGE_SENSOR_POKE_S", 300))
 # The `dbt` of this interpreter's environment. The producer runs `dbt build` as a subprocess: Cosmos
 # reads its info-level JSON lines, whereas in-process (dbtRunner) it converts every debug event of
 # every node to JSON, which cost more than the build itself (docs/scaling.md).
 DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+
+
+# The settings below are read each time the DAGs are built, as they were when each parse ran the
+# DAG file anew: this module is imported once per process.
+# How long Saturday night's run waits for a file, and how often it looks (seconds).
+def sensor_timeout_s() -> float:
+    return float(os.environ.get("SISBRIDGE_SENSOR_TIMEOUT_S", 6 * 3600))
+
+
+def sensor_poke_s() -> float:
+    return float(os.environ.get("SISBRIDGE_SENSOR_POKE_S", 300))
+
+
 # Each dbt model as its own task (Cosmos watchers: 52 task instances a run), or the transform as one
 # task running the same `dbt build`. Both run one build; one task is lighter for the scheduler when
 # hundreds of schools run on the same night (docs/scaling.md).
-DBT_MODEL_TASKS = os.environ.get("SISBRIDGE_DBT_MODEL_TASKS", "true").strip().lower() not in ("false", "0")
+def dbt_model_tasks() -> bool:
+    return os.environ.get("SISBRIDGE_DBT_MODEL_TASKS", "true").strip().lower() not in ("false", "0")
+
 
 DOC_MD = """
 ### Roster sync for {name} (`{school_id}`)
@@ -154,8 +172,8 @@ def build_dag(school):
             check_fn=landing.record_sensed_file,
             deferrable=True,
             soft_fail=True,
-            poke_interval=SENSOR_POKE_S,
-            timeout=SENSOR_TIMEOUT_S,
+            poke_interval=sensor_poke_s(),
+            timeout=sensor_timeout_s(),
         )
 
         @task
@@ -172,7 +190,7 @@ def build_dag(school):
         def transform_build(**context):
             pipeline.transform(school_id, context["run_id"])
 
-        if DBT_MODEL_TASKS:
+        if dbt_model_tasks():
             transform_models = _dbt_task_group(school)
             _producer_first(transform_models)
         else:
@@ -230,10 +248,28 @@ def build_dag(school):
     return sis_sync()
 
 
-# A task process asks for one DAG: build only that school's (Airflow's parsing context), so a task's
-# start-up does not grow with the number of schools. The dag-processor and `dags list` build them all.
-_WANTED_DAG_ID = get_parsing_context().dag_id
-for _school in load_schools(SCHOOLS_DIR):
-    _dag_id = dag_id(_school.school_id)
-    if _WANTED_DAG_ID is None or _WANTED_DAG_ID == _dag_id:
-        globals()[_dag_id] = build_dag(_school)
+def shard_of(school_id: str) -> int:
+    """The number of the DAG file that defines a school's DAG: a hash of its id alone.
+
+    sha256, not `hash()`: the number must be the same in every process and every Python version.
+    """
+    return int.from_bytes(hashlib.sha256(school_id.encode("utf-8")).digest()[:8], "big") % SHARDS
+
+
+def shard_file(school_id: str) -> Path:
+    """The DAG file that defines a school's DAG."""
+    return DAGS_DIR / f"sis_sync_{shard_of(school_id):02d}.py"
+
+
+def build_shard(shard: int, namespace: dict) -> None:
+    """Build the DAGs of the schools in DAG file `shard` into that file's globals, in school order."""
+    # A task process asks for one DAG: build only that school's (Airflow's parsing context), so a task's
+    # start-up does not grow with the number of schools. The dag-processor and `dags list` build every
+    # school of the file.
+    # The school id is the YAML's file name (config rules), so other schools' files are not even read.
+    wanted_dag_id = get_parsing_context().dag_id
+    for path in sorted(schools_dir().glob("*.yaml")):
+        if shard_of(path.stem) != shard or wanted_dag_id not in (None, dag_id(path.stem)):
+            continue
+        school = load_school(path)
+        namespace[dag_id(school.school_id)] = build_dag(school)

@@ -1,0 +1,5 @@
+"""Airflow DAG file: the roster sync DAGs of the schools in shard 33 (see sisbridge.dag_factory)."""
+
+from sisbridge.dag_factory import build_shard
+
+build_shard(33, globals())
