@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from dataclasses import replace
@@ -19,16 +20,19 @@ from userstore.userstore_helpers import (
     store_users,
 )
 
-from sisbridge import audit, userstore
+from sisbridge import audit
 from sisbridge.userstore import (
     PermanentStoreError,
     PushResult,
     TransientStoreError,
+    before_images,
     push,
     rollback,
     store_engine,
 )
 
+# The push module (`sisbridge.userstore.push` is the function of the same name).
+push_module = importlib.import_module("sisbridge.userstore.push")
 ACME = school()
 BATCH = 2
 
@@ -93,7 +97,7 @@ def _audit(warehouse) -> list[tuple]:
 
 def _kill_after(monkeypatch, batches_done: int) -> None:
     """Make the batch after `batches_done` die inside its transaction, just before it commits."""
-    original = userstore._record_batch
+    original = push_module.record_batch
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -102,7 +106,7 @@ def _kill_after(monkeypatch, batches_done: int) -> None:
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(userstore, "_record_batch", dying)
+    monkeypatch.setattr(push_module, "record_batch", dying)
 
 
 def test_clean_run_of_the_scenario(warehouse, engine):
@@ -161,7 +165,7 @@ def _terminate_other_backends(url: str) -> None:
 def test_store_connection_killed_mid_batch_is_transient_and_retry_is_exact(warehouse, pg_url, monkeypatch):
     engine = store_engine(pg_url)
     target, _, _, _ = _scenario(warehouse, engine)
-    original = userstore._save_before
+    original = before_images.capture
     calls = {"n": 0}
 
     def kill_connection_during_second_batch(*args, **kwargs):
@@ -170,7 +174,7 @@ def test_store_connection_killed_mid_batch_is_transient_and_retry_is_exact(wareh
             _terminate_other_backends(pg_url)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(userstore, "_save_before", kill_connection_during_second_batch)
+    monkeypatch.setattr(before_images, "capture", kill_connection_during_second_batch)
 
     # One batch at a time, so that exactly the second batch is in flight when the store goes away.
     with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 4"):
@@ -188,20 +192,20 @@ def _hold_batches_together(monkeypatch, arrivals: int, then) -> list[int]:
     """Make the first `arrivals` batches meet inside their transactions, before their before images.
 
     Once all have arrived, `then(batch_no)` runs in each of them (it may raise). Returns the list of
-    batch numbers that reached `_save_before`, in order.
+    batch numbers that reached `before_images.capture`, in order.
     """
-    original = userstore._save_before
+    original = before_images.capture
     barrier = threading.Barrier(arrivals, timeout=60)
     seen: list[int] = []
 
-    def meeting(cur, run_id, batch_no, *args, **kwargs):
+    def meeting(conn, school_id, run_id, batch_no):
         seen.append(batch_no)
         if len(seen) <= arrivals:
             barrier.wait()
             then(batch_no)
-        return original(cur, run_id, batch_no, *args, **kwargs)
+        return original(conn, school_id, run_id, batch_no)
 
-    monkeypatch.setattr(userstore, "_save_before", meeting)
+    monkeypatch.setattr(before_images, "capture", meeting)
     return seen
 
 
@@ -223,7 +227,7 @@ def _converges(warehouse, engine, target, before_users, before_members) -> None:
 
 
 def _done_batch_numbers(engine) -> list[int]:
-    return sorted(userstore._done_batches(engine, "acme", "run-2"))
+    return sorted(push_module.done_batches(engine, "acme", "run-2"))
 
 
 def test_two_workers_apply_the_same_push_as_one(pg_url, warehouse, monkeypatch):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import sqlalchemy as sa
 from userstore.userstore_helpers import person, school, stage_run
 
-from sisbridge import userstore
-from sisbridge.userstore import ensure_schema, push, store_engine
+from sisbridge.userstore import ensure_schema, push, schema, store_engine
 
 ACME = school()
 
@@ -54,18 +55,18 @@ def test_statistics_that_miss_the_schools_users_are_refreshed(pg_url):
     engine = _stale_store(pg_url, 20_000)
     assert _estimated_users(engine, "acme") < 2_000
 
-    assert userstore._refresh_stale_statistics(engine, "acme", 20_000) is True
+    assert schema.refresh_stale_statistics(engine, "acme", 20_000) is True
 
     assert _estimated_users(engine, "acme") > 15_000
     # Fresh statistics are left alone.
-    assert userstore._refresh_stale_statistics(engine, "acme", 20_000) is False
+    assert schema.refresh_stale_statistics(engine, "acme", 20_000) is False
     engine.dispose()
 
 
 def test_a_small_school_does_not_trigger_an_analyze(pg_url):
     engine = _stale_store(pg_url, 500)
 
-    assert userstore._refresh_stale_statistics(engine, "acme", 500) is False
+    assert schema.refresh_stale_statistics(engine, "acme", 500) is False
     assert _estimated_users(engine, "acme") < 500
     engine.dispose()
 
@@ -74,20 +75,21 @@ def test_the_sqlite_store_is_never_analyzed(tmp_path):
     engine = store_engine(f"sqlite:///{tmp_path / 'store.db'}")
     ensure_schema(engine)
 
-    assert userstore._refresh_stale_statistics(engine, "acme", 20_000) is False
+    assert schema.refresh_stale_statistics(engine, "acme", 20_000) is False
     engine.dispose()
 
 
 def test_a_push_refreshes_stale_statistics_before_its_batches(pg_url, warehouse, monkeypatch):
     engine = _stale_store(pg_url, 20_000)
     estimates = []
-    original = userstore._apply_batch
+    push_module = importlib.import_module("sisbridge.userstore.push")
+    original = push_module.apply_batch
 
     def noting_the_estimate(*args, **kwargs):
         estimates.append(_estimated_users(engine, "acme"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(userstore, "_apply_batch", noting_the_estimate)
+    monkeypatch.setattr(push_module, "apply_batch", noting_the_estimate)
     stage_run(warehouse, [person("new@acme.edu")])
     # The warehouse's baseline says the store holds the school's 20,000 users.
     warehouse.execute(

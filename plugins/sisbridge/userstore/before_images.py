@@ -1,0 +1,151 @@
+"""Before images: the store rows a push changed, as they were, so that a rollback can put them back.
+
+A batch locks its users' store rows and copies them, with their memberships, into the store's
+`sisbridge_push_before_*` tables in its own transaction (`capture`): the batch and its before images
+commit together, and a retried batch captures them again from the same unchanged rows. Once every
+batch is done, `move_to_warehouse` writes them into the warehouse's `audit.applied_before` (one row per
+user of the change set, `user_row` null for a user the store did not have) inside the warehouse
+transaction that finishes the push, and `forget` deletes them from the store.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from sisbridge.userstore.schema import (
+    BEFORE_IMAGE_COLUMNS,
+    TIMESTAMP_COLUMNS,
+    push_before_memberships,
+    push_before_users,
+    sql_type,
+    user_communities,
+    users,
+)
+from sisbridge.userstore.statements import STAGE_USERS
+
+_LOCKED = "sisbridge_before_users"
+_USER_COLUMNS = ", ".join(column.name for column in users.columns)
+_MEMBER_COLUMNS = ", ".join(column.name for column in user_communities.columns)
+
+# The staged users' store rows are locked and copied into a temp table in one pass, driven by the
+# staged users (one row each, indexed); memberships are looked up only for the users the store has (a
+# school's first push is all new users). The lateral subquery keeps the staged users as the driving
+# side: with a plain join the planner, whose statistics still count a new school's users as a handful,
+# scanned all of the school's stored users for every batch (quadratic over a first push).
+_PG_LOCK = f"""
+create temp table {_LOCKED} on commit drop as
+select u.* from {STAGE_USERS} as s
+cross join lateral (
+    select {_USER_COLUMNS} from users
+    where users.school_id = :school and users.external_id = s.external_id
+    for update
+) as u
+"""
+# SQLite: the batch's transaction already holds the database's write lock (BEGIN IMMEDIATE).
+_SQLITE_LOCK = f"""
+create temp table {_LOCKED} as
+select {_USER_COLUMNS} from users
+where school_id = :school and external_id in (select external_id from {STAGE_USERS})
+"""
+_SAVE_USERS = f"""
+insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
+select :run, :batch, {_USER_COLUMNS} from {_LOCKED}
+"""
+_SAVE_MEMBERS = f"""
+insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
+select :run, {", ".join(f"c.{column.name}" for column in user_communities.columns)}
+from {_LOCKED} as u
+join user_communities as c on c.school_id = u.school_id and c.external_id = u.external_id
+"""
+
+
+def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> int:
+    """Lock the staged users' store rows and keep them and their memberships; returns how many exist."""
+    postgres = conn.dialect.name == "postgresql"
+    if not postgres:
+        conn.exec_driver_sql(f"drop table if exists temp.{_LOCKED}")
+    conn.execute(sa.text(_PG_LOCK if postgres else _SQLITE_LOCK), {"school": school_id})
+    existing = conn.exec_driver_sql(f"select count(*) from {_LOCKED}").scalar_one()
+    if existing:
+        keys = {"run": run_id, "batch": batch_no}
+        # A retried batch whose earlier attempt rolled back left nothing behind; this is belt and braces.
+        conn.execute(
+            push_before_users.delete().where(
+                push_before_users.c.run_id == run_id,
+                push_before_users.c.batch_no == batch_no,
+                push_before_users.c.school_id == school_id,
+            )
+        )
+        conn.execute(sa.text(_SAVE_USERS), keys)
+        conn.execute(sa.text(_SAVE_MEMBERS), keys)
+    return existing
+
+
+def _store_value(store: str, name: str, postgres: bool) -> str:
+    """A before-image column as DuckDB reads it from the store, typed as in `users`."""
+    column = users.c[name]
+    if name in TIMESTAMP_COLUMNS:
+        # SQLite keeps SQLAlchemy's text timestamps; PostgreSQL hands over real ones.
+        value = f"b.{name}" if postgres else f"b.{name}::timestamp"
+        return f"strftime({value}, '%Y-%m-%d %H:%M:%S.%f')"
+    if postgres:
+        return f"b.{name}"
+    return f"b.{name}::{sql_type(column)}"
+
+
+def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postgres: bool) -> None:
+    """Write the run's before images from the store (attached to `con` as `store`) into the warehouse.
+
+    Runs inside the caller's warehouse transaction. Every user of `_push_users` gets a row; the JSON of
+    `user_row` has every column of `users` in name order, timestamps as `TIMESTAMP_FORMAT`, and
+    `memberships` is `[[group, community], ...]` in order.
+    """
+    fields = ", ".join(f"'{name}', {_store_value(store, name, postgres)}" for name in BEFORE_IMAGE_COLUMNS)
+    con.execute("delete from audit.applied_before where run_id = ?", [run_id])
+    con.execute(
+        f"""
+        insert into audit.applied_before
+        select ?, s.batch_no, s.external_id,
+               case when b.external_id is not null then json_object({fields}) end,
+               coalesce(m.memberships, '[]')::json, ?
+        from _push_users as s
+        left join (
+            select * from {store}.{push_before_users.name}
+            where school_id = ? and run_id = ?
+        ) as b on b.external_id = s.external_id
+        left join (
+            select external_id,
+                   to_json(list([community_group, community] order by community_group, community))
+                       as memberships
+            from {store}.{push_before_memberships.name}
+            where school_id = ? and run_id = ?
+            group by external_id
+        ) as m on m.external_id = s.external_id
+        order by s.batch_no, s.external_id
+        """,
+        [run_id, at, school_id, run_id, school_id, run_id],
+    )
+
+
+def forget(conn: sa.Connection, school_id: str, run_ids: list[str]) -> None:
+    """Delete the store's copy of these runs' before images (they are in the warehouse now)."""
+    if not run_ids:
+        return
+    for table in (push_before_users, push_before_memberships):
+        conn.execute(table.delete().where(table.c.school_id == school_id, table.c.run_id.in_(run_ids)))
+
+
+def runs_with_images(conn: sa.Connection, school_id: str) -> list[str]:
+    query = sa.select(push_before_users.c.run_id).where(push_before_users.c.school_id == school_id).distinct()
+    return list(conn.execute(query).scalars())
+
+
+def read_locked(conn: sa.Connection, school_id: str, stage: str) -> None:
+    """Lock the store rows of the users in temp table `stage` until the transaction ends (rollback)."""
+    staged = sa.select(sa.table(stage, sa.column("external_id")).c.external_id)
+    query = sa.select(users.c.external_id).where(
+        users.c.school_id == school_id, users.c.external_id.in_(staged)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    conn.execute(query).all()

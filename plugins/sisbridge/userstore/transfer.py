@@ -1,0 +1,231 @@
+"""From DuckDB to the store: the push's change set, cut into batches, copied in one pass.
+
+The change set is read in the school's warehouse (a DuckDB connection the caller hands over) into
+temp tables `_push_users` and `_push_members`, numbered into batches. DuckDB then attaches the store
+through its postgres extension (or its sqlite extension, for the embedded store) and copies both into
+two transfer tables in the store, one pair per school: PostgreSQL takes them as a binary COPY. Each
+batch's transaction reads its rows from there (`stage_batch`). Nothing is written to local disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import Generator
+
+import sqlalchemy as sa
+
+from sisbridge import extensions, normalize
+from sisbridge.config import SchoolConfig
+from sisbridge.userstore.schema import MEMBERSHIP_COLUMNS, is_postgres
+from sisbridge.userstore.statements import STAGE_COLUMNS, STAGE_MEMBERS, STAGE_USERS
+
+# Printable ASCII normalizes the same in DuckDB as in Python; other values go through
+# `normalize.key` in Python (table `_push_norm`).
+_PRINTABLE_ASCII = "'[ -~]*'"
+PUSH_USER_COLUMNS = tuple(name for name, _ in STAGE_COLUMNS[STAGE_USERS])
+PUSH_TEMP_TABLES = ("_push_ids", "_push_norm", "_push_users", "_push_members")
+
+
+def transfer_tables(school_id: str) -> dict[str, str]:
+    """The store's transfer tables of a school, by the stage table each one feeds.
+
+    One pair per school, so that two schools pushing at once never share one; the name is a digest
+    because a school id is not necessarily a valid SQL name.
+    """
+    digest = hashlib.sha256(school_id.encode()).hexdigest()[:16]
+    return {
+        STAGE_USERS: f"sisbridge_transfer_users_{digest}",
+        STAGE_MEMBERS: f"sisbridge_transfer_members_{digest}",
+    }
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _libpq_value(value) -> str:
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@contextlib.contextmanager
+def attached(con, engine: sa.Engine) -> Generator[str, None, None]:
+    """ATTACH the store into DuckDB connection `con` for the block; yields the catalog name.
+
+    The extension comes from its signed wheel (`sisbridge.extensions`). The PostgreSQL password goes
+    into a temporary DuckDB secret, never into the ATTACH string, which DuckDB quotes in its errors.
+    """
+    alias = f"sisbridge_store_{uuid.uuid4().hex[:12]}"
+    secret = None
+    url = engine.url
+    if is_postgres(engine):
+        extensions.load(con, "postgres_scanner")
+        parts = {"host": url.host, "port": url.port, "dbname": url.database, "user": url.username}
+        parts.update({key: value for key, value in url.query.items() if isinstance(value, str)})
+        dsn = " ".join(f"{key}={_libpq_value(value)}" for key, value in parts.items() if value is not None)
+        options = "type postgres"
+        if url.password is not None:
+            secret = f"{alias}_secret"
+            password = _sql_literal(str(url.password))
+            con.execute(f"create temporary secret {secret} (type postgres, password {password})")
+            options += f", secret {secret}"
+        target = dsn
+    else:
+        extensions.load(con, "sqlite_scanner")
+        if not url.database or url.database == ":memory:":
+            raise ValueError("the push needs a SQLite store in a file, not in memory")
+        target = url.database
+        options = "type sqlite"
+    try:
+        con.execute(f"attach {_sql_literal(target)} as {alias} ({options})")
+        try:
+            yield alias
+        finally:
+            con.execute(f"detach {alias}")
+    finally:
+        if secret is not None:
+            con.execute(f"drop temporary secret if exists {secret}")
+
+
+def _normalized_sql(column: str, alias: str, *, lower: bool = True) -> str:
+    fast = normalize.key_sql("email" if lower else "user_id", column)
+    return f"coalesce({alias}.{'lowered' if lower else 'stripped'}, {fast})"
+
+
+def prepare(con, school: SchoolConfig, batch_size: int) -> int:
+    """Number the change set's users into batches and build their target rows; returns the batch count.
+
+    `_push_users`: the store's normalized id, whether the user stays, the target fields (emails and
+    logins normalized) and the file's opt-out flag; `_push_members` their target memberships.
+    """
+    con.execute(
+        """
+        create or replace temp table _push_ids as
+        select external_id, ((row_number() over (order by external_id) - 1) // ?)::integer as batch_no
+        from (select distinct external_id from marts.user_changes)
+        """,
+        [batch_size],
+    )
+    odd = con.execute(
+        f"""
+        select distinct value from (
+            select i.external_id as value from _push_ids as i
+            union all
+            select t.email from _push_ids as i
+            join intermediate.int_users_target_state as t on t.external_id = i.external_id
+            union all
+            select t.user_login from _push_ids as i
+            join intermediate.int_users_target_state as t on t.external_id = i.external_id
+        )
+        where value is not null and not regexp_full_match(value, {_PRINTABLE_ASCII})
+        """
+    ).fetchall()
+    con.execute("create or replace temp table _push_norm (raw varchar, stripped varchar, lowered varchar)")
+    if odd:
+        con.executemany(
+            "insert into _push_norm values (?, ?, ?)",
+            [(value, normalize.clean(value), normalize.key("email", value)) for (value,) in odd],
+        )
+    lower_id = school.identifier in ("email", "user_login")
+    con.execute(
+        f"""
+        create or replace temp table _push_users as
+        select i.batch_no,
+               {_normalized_sql("i.external_id", "ni", lower=lower_id)} as external_id,
+               t.external_id is not null as in_target,
+               {_normalized_sql("t.email", "ne")} as email,
+               t.user_id,
+               {_normalized_sql("t.user_login", "nl")} as user_login,
+               t.first_name, t.last_name, t.user_type, t.graduation_year, t.status,
+               t.email_opt_out as target_opt_out,
+               u.is_email_opt_out as file_opt_out,
+               i.external_id as warehouse_id
+        from _push_ids as i
+        left join intermediate.int_users_target_state as t on t.external_id = i.external_id
+        left join marts.users as u on u.external_id = i.external_id
+        left join _push_norm as ni on ni.raw = i.external_id
+        left join _push_norm as ne on ne.raw = t.email
+        left join _push_norm as nl on nl.raw = t.user_login
+        order by i.batch_no, i.external_id
+        """
+    )
+    con.execute(
+        """
+        create or replace temp table _push_members as
+        select u.batch_no, u.external_id, m.community_group, m.community
+        from _push_users as u
+        join intermediate.int_memberships_target_state as m on m.external_id = u.warehouse_id
+        order by all
+        """
+    )
+    return con.execute("select coalesce(max(batch_no) + 1, 0) from _push_ids").fetchone()[0]
+
+
+def drop_prepared(con) -> None:
+    for table in PUSH_TEMP_TABLES:
+        con.execute(f"drop table if exists temp.{table}")
+
+
+def _create_transfer_tables(conn: sa.Connection, tables: dict[str, str]) -> None:
+    unlogged = "unlogged " if is_postgres(conn) else ""
+    for stage, table in tables.items():
+        columns = ", ".join(f"{name} {kind}" for name, kind in STAGE_COLUMNS[stage])
+        conn.exec_driver_sql(f"drop table if exists {table}")
+        conn.exec_driver_sql(f"create {unlogged}table {table} (batch_no integer not null, {columns})")
+
+
+def fill(con, engine: sa.Engine, school_id: str, pending: list[int]) -> None:
+    """Copy the pending batches of `_push_users` and `_push_members` into the school's transfer tables.
+
+    The tables are made anew (a retry copies only the batches that did not commit), filled by DuckDB,
+    then indexed by batch.
+    """
+    tables = transfer_tables(school_id)
+    with engine.begin() as conn:
+        _create_transfer_tables(conn, tables)
+    if pending:
+        batches = ", ".join(str(int(batch_no)) for batch_no in pending)
+        with attached(con, engine) as store:
+            for source, stage, columns in (
+                ("_push_users", STAGE_USERS, PUSH_USER_COLUMNS),
+                ("_push_members", STAGE_MEMBERS, MEMBERSHIP_COLUMNS),
+            ):
+                con.execute(
+                    f"""
+                    insert into {store}.{tables[stage]} (batch_no, {", ".join(columns)})
+                    select batch_no, {", ".join(columns)} from {source}
+                    where batch_no in ({batches})
+                    """
+                )
+    with engine.begin() as conn:
+        for table in tables.values():
+            conn.exec_driver_sql(f"create index {table}_batch on {table} (batch_no)")
+            if is_postgres(conn):
+                conn.exec_driver_sql(f"analyze {table}")
+
+
+def drop_transfer_tables(engine: sa.Engine, school_id: str) -> None:
+    with engine.begin() as conn:
+        for table in transfer_tables(school_id).values():
+            conn.exec_driver_sql(f"drop table if exists {table}")
+
+
+def stage_batch(conn: sa.Connection, school_id: str, batch_no: int) -> int:
+    """Copy one batch from the transfer tables into the transaction's stage tables; returns its users."""
+    tables = transfer_tables(school_id)
+    postgres = is_postgres(conn)
+    for stage, table in tables.items():
+        columns = ", ".join(name for name, _ in STAGE_COLUMNS[stage])
+        select = f"select {columns} from {table} where batch_no = {int(batch_no)}"
+        if postgres:
+            conn.exec_driver_sql(f"create temp table {stage} on commit drop as {select}")
+        else:
+            conn.exec_driver_sql(f"drop table if exists temp.{stage}")
+            conn.exec_driver_sql(f"create temp table {stage} as {select}")
+        keys = ", ".join(name for name, _ in STAGE_COLUMNS[stage][: 1 if stage == STAGE_USERS else 3])
+        conn.exec_driver_sql(f"create index {stage}_key on {stage} ({keys})")
+        if postgres:
+            # Temp tables get no statistics on their own; without them the planner guesses badly.
+            conn.exec_driver_sql(f"analyze {stage}")
+    return conn.exec_driver_sql(f"select count(*) from {STAGE_USERS}").scalar_one()
