@@ -23,18 +23,17 @@ from sisbridge.userstore.schema import (
 )
 from sisbridge.userstore.statements import STAGE_USERS
 
-_LOCKED = "sisbridge_before_users"
 _USER_COLUMNS = ", ".join(column.name for column in users.columns)
 _MEMBER_COLUMNS = ", ".join(column.name for column in user_communities.columns)
 
-# The staged users' store rows are locked and copied into a temp table in one pass, driven by the
-# staged users (one row each, indexed); memberships are looked up only for the users the store has (a
-# school's first push is all new users). The lateral subquery keeps the staged users as the driving
-# side: with a plain join the planner, whose statistics still count a new school's users as a handful,
-# scanned all of the school's stored users for every batch (quadratic over a first push).
-_PG_LOCK = f"""
-create temp table {_LOCKED} on commit drop as
-select u.* from {STAGE_USERS} as s
+# The staged users' store rows are locked and copied in one pass, driven by the staged users (one row
+# each, indexed); memberships are looked up only for the users the store has (a school's first push
+# is all new users). The lateral subquery keeps the staged users as the driving side: with a plain
+# join the planner, whose statistics still count a new school's users as a handful, scanned all of
+# the school's stored users for every batch (quadratic over a first push).
+_PG_SAVE_USERS = f"""
+insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
+select :run, :batch, u.* from {STAGE_USERS} as s
 cross join lateral (
     select {_USER_COLUMNS} from users
     where users.school_id = :school and users.external_id = s.external_id
@@ -42,41 +41,34 @@ cross join lateral (
 ) as u
 """
 # SQLite: the batch's transaction already holds the database's write lock (BEGIN IMMEDIATE).
-_SQLITE_LOCK = f"""
-create temp table {_LOCKED} as
-select {_USER_COLUMNS} from users
-where school_id = :school and external_id in (select external_id from {STAGE_USERS})
-"""
-_SAVE_USERS = f"""
+_SQLITE_SAVE_USERS = f"""
 insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
-select :run, :batch, {_USER_COLUMNS} from {_LOCKED}
+select :run, :batch, {_USER_COLUMNS} from users
+where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
 _SAVE_MEMBERS = f"""
 insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
 select :run, {", ".join(f"c.{column.name}" for column in user_communities.columns)}
-from {_LOCKED} as u
+from {push_before_users.name} as u
 join user_communities as c on c.school_id = u.school_id and c.external_id = u.external_id
+where u.run_id = :run and u.batch_no = :batch and u.school_id = :school
 """
 
 
 def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> int:
     """Lock the staged users' store rows and keep them and their memberships; returns how many exist."""
-    postgres = conn.dialect.name == "postgresql"
-    if not postgres:
-        conn.exec_driver_sql(f"drop table if exists temp.{_LOCKED}")
-    conn.execute(sa.text(_PG_LOCK if postgres else _SQLITE_LOCK), {"school": school_id})
-    existing = conn.exec_driver_sql(f"select count(*) from {_LOCKED}").scalar_one()
-    if existing:
-        keys = {"run": run_id, "batch": batch_no}
-        # A retried batch whose earlier attempt rolled back left nothing behind; this is belt and braces.
-        conn.execute(
-            push_before_users.delete().where(
-                push_before_users.c.run_id == run_id,
-                push_before_users.c.batch_no == batch_no,
-                push_before_users.c.school_id == school_id,
-            )
+    keys = {"school": school_id, "run": run_id, "batch": batch_no}
+    # A batch whose earlier attempt rolled back left nothing behind; this is belt and braces.
+    conn.execute(
+        push_before_users.delete().where(
+            push_before_users.c.run_id == run_id,
+            push_before_users.c.batch_no == batch_no,
+            push_before_users.c.school_id == school_id,
         )
-        conn.execute(sa.text(_SAVE_USERS), keys)
+    )
+    postgres = conn.dialect.name == "postgresql"
+    existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
+    if existing:
         conn.execute(sa.text(_SAVE_MEMBERS), keys)
     return existing
 

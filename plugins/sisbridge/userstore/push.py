@@ -267,7 +267,8 @@ def apply_batch(plan: PushPlan, batch_no: int) -> None:
             conn.execute(text(statements.UPDATE_USERS), params)
             conn.execute(text(statements.delete_stale_memberships(STAGE_USERS, postgres=postgres)), params)
             conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
-        conn.execute(text(statements.INSERT_USERS), params)
+        if existing < count:  # else every staged user is in the store already: nothing to insert
+            conn.execute(text(statements.INSERT_USERS), params)
         conn.execute(text(statements.insert_memberships(STAGE_USERS, "in_target")), params)
         record_batch(conn, plan, batch_no, count, now)
 
