@@ -93,30 +93,24 @@ create table if not exists audit.applied_changes (
 # every commit that touches the table: at a million users that cost about 2 s a push. Their keys are
 # still checked at every run, by the unique tests on `stg_state__applied_users` and
 # `stg_state__applied_memberships`, and the baseline is only ever written by key.
-_STATE_SCHEMA = {
-    "applied_users": """
-create table if not exists state.applied_users (
-    external_id varchar not null,
-    email varchar,
-    user_id varchar,
-    user_login varchar,
-    first_name varchar,
-    last_name varchar,
-    user_type varchar,
-    graduation_year integer,
-    status varchar not null,
-    email_opt_out boolean not null,
-    applied_run_id varchar not null
-);
-""",
-    "applied_memberships": """
+_APPLIED_MEMBERSHIPS = """
 create table if not exists state.applied_memberships (
     external_id varchar not null,
     community_group varchar not null,
     community varchar not null
 );
-""",
-}
+"""
+
+
+def _state_schema() -> dict[str, str]:
+    """The baseline tables' DDL; `applied_users` is built from the store's users table (one list)."""
+    from sisbridge.userstore.schema import state_users_ddl
+
+    return {
+        "applied_users": state_users_ddl("state.applied_users"),
+        "applied_memberships": _APPLIED_MEMBERSHIPS,
+    }
+
 
 RUN_COUNT_COLUMNS = (
     "rows_in_file",
@@ -186,12 +180,13 @@ def utcnow() -> datetime:
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_SCHEMA)
     _drop_state_keys(con)
-    for ddl in _STATE_SCHEMA.values():
+    for ddl in _state_schema().values():
         con.execute(ddl)
 
 
 def _drop_state_keys(con: duckdb.DuckDBPyConnection) -> None:
     """Rebuild a baseline table that an older version created with a primary key, without it."""
+    state_schema = _state_schema()
     keyed = [
         table
         for (table,) in con.execute(
@@ -200,13 +195,13 @@ def _drop_state_keys(con: duckdb.DuckDBPyConnection) -> None:
             where schema_name = 'state' and constraint_type = 'PRIMARY KEY'
             """
         ).fetchall()
-        if table in _STATE_SCHEMA
+        if table in state_schema
     ]
     for table in keyed:
         con.execute("begin")
         try:
             con.execute(f"alter table state.{table} rename to _{table}_keyed")
-            con.execute(_STATE_SCHEMA[table])
+            con.execute(state_schema[table])
             con.execute(f"insert into state.{table} select * from state._{table}_keyed")
             con.execute(f"drop table state._{table}_keyed")
             con.execute("commit")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import re
+import struct
+import tempfile
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from userstore.userstore_helpers import (
     customize,
     expected_row,
@@ -224,6 +230,66 @@ def test_batches_split_the_change_set(warehouse, engine):
 
     assert result == _result(creates=7, batches=3)
     assert store_users(engine) == [expected_row(p) for p in people]
+
+
+class _Created:
+    """The names of the files and folders created directly in some folders (Linux inotify)."""
+
+    _IN_CREATE = 0x100
+
+    def __init__(self, *folders: Path):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK)
+        assert self._fd >= 0, os.strerror(ctypes.get_errno())
+        for folder in folders:
+            assert self._libc.inotify_add_watch(self._fd, str(folder).encode(), self._IN_CREATE) >= 0
+
+    def names(self) -> list[str]:
+        names = []
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset < len(data):
+                _, _, _, length = struct.unpack_from("iIII", data, offset)
+                raw = data[offset + 16 : offset + 16 + length]
+                names.append(raw.rstrip(b"\0").decode())
+                offset += 16 + length
+        os.close(self._fd)
+        return names
+
+
+def test_a_push_writes_no_files_and_leaves_nothing_behind_in_the_store(
+    warehouse, engine, tmp_path, monkeypatch
+):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    people = [person(f"u{n:02d}@acme.edu") for n in range(9)]
+    stage_run(warehouse, people, {p["external_id"]: [("Affinity", "Chess")] for p in people})
+    created = _Created(scratch, tmp_path)
+
+    push(warehouse, engine, ACME, "run-1", batch_size=2)
+    stage_run(warehouse, [person(p["external_id"], last_name="Renamed") for p in people])
+    push(warehouse, engine, ACME, "run-2", batch_size=2)
+
+    # Five batches a push, and not one file for them, not even for a moment: only the databases'
+    # own journals appear beside the warehouse and the SQLite store.
+    assert [name for name in created.names() if not name.endswith((".wal", "-journal"))] == []
+    # The transfer tables and the store's copy of the before images are gone once the push is done.
+    tables = sa.inspect(engine).get_table_names()
+    assert [table for table in tables if table.startswith("sisbridge_transfer_")] == []
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from sisbridge_push_before_users").scalar_one() == 0
+        assert (
+            conn.exec_driver_sql("select count(*) from sisbridge_push_before_memberships").scalar_one() == 0
+        )
+    assert warehouse.execute(
+        "select count(*), count(user_row) from audit.applied_before where run_id = 'run-2'"
+    ).fetchone() == (9, 9)
 
 
 def test_the_push_logs_where_its_time_went(warehouse, engine, caplog):

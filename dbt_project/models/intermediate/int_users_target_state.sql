@@ -112,13 +112,9 @@ carried_over as (
     -- Missing active users follow the school's missing_users setting; everyone else stays as applied.
     select
         external_id,
-        email,
-        user_id,
-        user_login,
-        first_name,
-        last_name,
-        user_type,
-        graduation_year,
+        {%- for column in user_field_columns() %}
+            {{ column }},
+        {%- endfor %}
         case
             when is_missing and status = 'active' and missing_users = 'deactivate' then 'inactive'
             else status

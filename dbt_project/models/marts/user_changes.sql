@@ -48,14 +48,10 @@ paired as (
         applied_users.is_email_opt_out as was_email_opt_out,
         target_users.email_opt_out as is_email_opt_out,
         (
-            applied_users.email is distinct from target_users.email
-            or applied_users.user_id is distinct from target_users.user_id
-            or applied_users.user_login is distinct from target_users.user_login
-            or applied_users.first_name is distinct from target_users.first_name
-            or applied_users.last_name is distinct from target_users.last_name
-            or applied_users.user_type is distinct from target_users.user_type
-            or applied_users.graduation_year::varchar
-            is distinct from target_users.graduation_year::varchar
+            {%- for column in user_field_columns() %}
+                {% if not loop.first %}or {% endif -%}
+                applied_users.{{ column }}::varchar is distinct from target_users.{{ column }}::varchar
+            {%- endfor %}
         ) as has_field_change
 
     from target_users
@@ -73,100 +69,15 @@ kept as (
 
 kept_with_field_changes as (
 
-    select
-        kept.external_id,
-        applied_users.email as old_email,
-        target_users.email as new_email,
-        applied_users.user_id as old_user_id,
-        target_users.user_id as new_user_id,
-        applied_users.user_login as old_user_login,
-        target_users.user_login as new_user_login,
-        applied_users.first_name as old_first_name,
-        target_users.first_name as new_first_name,
-        applied_users.last_name as old_last_name,
-        target_users.last_name as new_last_name,
-        applied_users.user_type as old_user_type,
-        target_users.user_type as new_user_type,
-        applied_users.graduation_year::varchar as old_graduation_year,
-        target_users.graduation_year::varchar as new_graduation_year
-
-    from kept
-    inner join target_users
-        on kept.external_id = target_users.external_id
-    inner join applied_users
-        on kept.external_id = applied_users.external_id
-    where kept.has_field_change
-
-),
-
-lifecycle_changes as (
-
-    select
-        external_id,
-        case
-            when not is_in_baseline then 'create'
-            when not is_in_target then 'delete'
-            when old_status = 'inactive' and new_status = 'active' then 'reactivate'
-            when old_status = 'active' and new_status = 'inactive' then 'deactivate'
-        end as change_type,
-        null as field,
-        null as old_value,
-        null as new_value
-
-    from paired
-
-),
-
-field_changes as (
-
-    select
-        external_id,
-        'email' as field,
-        old_email as old_value,
-        new_email as new_value
-    from kept_with_field_changes
-    union all
-    select
-        external_id,
-        'user_id' as field,
-        old_user_id as old_value,
-        new_user_id as new_value
-    from kept_with_field_changes
-    union all
-    select
-        external_id,
-        'user_login' as field,
-        old_user_login as old_value,
-        new_user_login as new_value
-    from kept_with_field_changes
-    union all
-    select
-        external_id,
-        'first_name' as field,
-        old_first_name as old_value,
-        new_first_name as new_value
-    from kept_with_field_changes
-    union all
-    select
-        external_id,
-        'last_name' as field,
-        old_last_name as old_value,
-        new_last_name as new_value
-    from kept_with_field_changes
-    union all
-    select
-        external_id,
-        'user_type' as field,
-        old_user_type as old_value,
-        new_user_type as new_value
-    from kept_with_field_changes
-    union all
-    select
-        external_id,
-        'graduation_year' as field,
-        old_graduation_year as old_value,
-        new_graduation_year as new_value
-    from kept_with_field_changes
+    {% for column in user_field_columns() -%}
+        {% if not loop.first %}union all{% endif %}
+        select
+            external_id,
+            '{{ column }}' as field,
+            old_{{ column }} as old_value,
+            new_{{ column }} as new_value
+        from kept_with_field_changes
+    {% endfor %}
 
 ),
 

@@ -10,14 +10,13 @@ final as (
 
     select
         external_id,
-        {{ text_key('email') }} as email,
-        user_id,
-        {{ text_key('user_login') }} as user_login,
-        first_name,
-        last_name,
-        user_type,
-        graduation_year,
-        status,
+        {%- for column in user_columns(exclude=['email_opt_out']) %}
+            {% if column in ('email', 'user_login') -%}
+                {{ text_key(column) }} as {{ column }},
+            {%- else -%}
+                {{ column }},
+            {%- endif %}
+        {%- endfor %}
         email_opt_out as is_email_opt_out,
         applied_run_id
 
