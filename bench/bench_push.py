@@ -473,8 +473,12 @@ def _results_keys(result: dict) -> dict:
         keys["push_week2_users"] = week2["users"]
         keys["push_week2_changed_users"] = week2["changed_users"]
     if "creates" in result:
-        keys["push_s_creates"] = result["creates"]["wall_s"]
-        keys["push_creates_users"] = result["creates"]["users"]
+        creates = result["creates"]
+        keys["push_s_creates"] = creates["wall_s"]
+        keys["push_creates_users"] = creates["users"]
+        keys["push_peak_rss_mb_creates"] = creates["peak_rss_mb"]
+        # The push alone (no dbt snapshot): push_users_per_s_initial_1m (bench/run.py) includes it.
+        keys["push_users_per_s_creates_only"] = round(creates["users"] / creates["wall_s"])
     if "basic" in result:
         rows = result["basic"]["rows"]
         label = f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
@@ -482,6 +486,9 @@ def _results_keys(result: dict) -> dict:
             median = result["basic"][kind]["wall_s"]
             keys[f"push_s_{label}_{kind}"] = round(median, 3)
             keys[f"push_rows_per_s_{kind}"] = round(rows / median)
+            # Users per second, median of the repeats: push_users_per_s_create_100k and the like.
+            singular = {"creates": "create", "updates": "update", "deactivations": "deactivate"}[kind]
+            keys[f"push_users_per_s_{singular}_{label}"] = round(rows / median)
     return keys
 
 

@@ -69,6 +69,42 @@ kept as (
 
 kept_with_field_changes as (
 
+    select
+        {% for column in user_field_columns() -%}
+            applied_users.{{ column }}::varchar as old_{{ column }},
+            target_users.{{ column }}::varchar as new_{{ column }},
+        {% endfor -%}
+        kept.external_id
+
+    from kept
+    inner join target_users
+        on kept.external_id = target_users.external_id
+    inner join applied_users
+        on kept.external_id = applied_users.external_id
+    where kept.has_field_change
+
+),
+
+lifecycle_changes as (
+
+    select
+        external_id,
+        case
+            when not is_in_baseline then 'create'
+            when not is_in_target then 'delete'
+            when old_status = 'inactive' and new_status = 'active' then 'reactivate'
+            when old_status = 'active' and new_status = 'inactive' then 'deactivate'
+        end as change_type,
+        null as field,
+        null as old_value,
+        null as new_value
+
+    from paired
+
+),
+
+field_changes as (
+
     {% for column in user_field_columns() -%}
         {% if not loop.first %}union all{% endif %}
         select
