@@ -94,6 +94,19 @@ def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postg
     """
     fields = ", ".join(f"'{name}', {_store_value(store, name, postgres)}" for name in BEFORE_IMAGE_COLUMNS)
     con.execute("delete from audit.applied_before where run_id = ?", [run_id])
+    images = con.execute(
+        f"select count(*) from {store}.{push_before_users.name} where school_id = ? and run_id = ?",
+        [school_id, run_id],
+    ).fetchone()[0]
+    if not images:
+        # All new users (a school's first push): no image to read, nor a join of every user with one.
+        con.execute(
+            "insert into audit.applied_before select ?, batch_no, external_id, null, '[]'::json, ? "
+            "from _push_users",
+            [run_id, at],
+        )
+        return
+    # The rollback reads them ordered by batch and user; no need to sort them here.
     con.execute(
         f"""
         insert into audit.applied_before
@@ -113,7 +126,6 @@ def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postg
             where school_id = ? and run_id = ?
             group by external_id
         ) as m on m.external_id = s.external_id
-        order by s.batch_no, s.external_id
         """,
         [run_id, at, school_id, run_id, school_id, run_id],
     )

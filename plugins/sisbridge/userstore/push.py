@@ -380,12 +380,12 @@ def _advance_baseline(con, plan: PushPlan, now, users_cols: str, members_cols: s
             (run_id, external_id, change_type, field, old_value, new_value, applied_at)
         select ?, c.external_id, c.change_type, c.field, c.old_value, c.new_value, ?
         from marts.user_changes as c
-        left join audit.applied_before as b
-            on b.run_id = ? and b.external_id = c.external_id
         where c.change_type <> 'opt_out'
-           or b.user_row is null
-           or not (coalesce((b.user_row->>'email_prefs_customized')::boolean, false)
-                   or coalesce((b.user_row->>'email_opt_out')::boolean, false))
+           or c.external_id not in (
+               select b.external_id from audit.applied_before as b
+               where b.run_id = ? and b.user_row is not null
+                 and (coalesce((b.user_row->>'email_prefs_customized')::boolean, false)
+                      or coalesce((b.user_row->>'email_opt_out')::boolean, false)))
         order by c.change_id
         """,
         [run_id, now, run_id],
