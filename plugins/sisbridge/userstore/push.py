@@ -258,6 +258,10 @@ def apply_batch(plan: PushPlan, batch_no: int) -> None:
             # per batch instead: linear in the school's size for every batch.
             conn.exec_driver_sql("set local enable_hashjoin = off")
             conn.exec_driver_sql("set local enable_mergejoin = off")
+            # With hash joins off, a batch's UPDATE is costed above jit_above_cost and its
+            # optimization thresholds: PostgreSQL then spent 0.7-1 s compiling it, per batch, for
+            # statements that run a few hundred milliseconds.
+            conn.exec_driver_sql("set local jit = off")
         count = transfer.stage_batch(conn, plan.school_id, batch_no)
         existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
         if existing:
