@@ -274,6 +274,7 @@ def apply_batch(plan: PushPlan, batch_no: int) -> None:
         if existing < count:  # else every staged user is in the store already: nothing to insert
             conn.execute(text(statements.INSERT_USERS), params)
         conn.execute(text(statements.insert_memberships(STAGE_USERS, "in_target")), params)
+        transfer.unstage(conn)
         record_batch(conn, plan, batch_no, count, now)
 
 

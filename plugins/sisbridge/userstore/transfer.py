@@ -4,7 +4,8 @@ The change set is read in the school's warehouse (a DuckDB connection the caller
 temp tables `_push_users` and `_push_members`, numbered into batches. DuckDB then attaches the store
 through its postgres extension (or its sqlite extension, for the embedded store) and copies both into
 two transfer tables in the store, one pair per school: PostgreSQL takes them as a binary COPY. Each
-batch's transaction reads its rows from there (`stage_batch`). Nothing is written to local disk.
+batch's transaction reads its rows from there through temporary views (`stage_batch`). Nothing is
+written to local disk.
 """
 
 from __future__ import annotations
@@ -199,8 +200,11 @@ def fill(con, engine: sa.Engine, school_id: str, pending: list[int]) -> None:
                     """
                 )
     with engine.begin() as conn:
-        for table in tables.values():
-            conn.exec_driver_sql(f"create index {table}_batch on {table} (batch_no)")
+        for stage, table in tables.items():
+            # A batch reads its rows by batch number, and looks users and memberships up by key
+            # within the batch: one index on (batch_no, key) serves both.
+            keys = ", ".join(name for name, _ in STAGE_COLUMNS[stage][: 1 if stage == STAGE_USERS else 3])
+            conn.exec_driver_sql(f"create index {table}_batch on {table} (batch_no, {keys})")
             if is_postgres(conn):
                 conn.exec_driver_sql(f"analyze {table}")
 
@@ -212,20 +216,23 @@ def drop_transfer_tables(engine: sa.Engine, school_id: str) -> None:
 
 
 def stage_batch(conn: sa.Connection, school_id: str, batch_no: int) -> int:
-    """Copy one batch from the transfer tables into the transaction's stage tables; returns its users."""
-    tables = transfer_tables(school_id)
-    postgres = is_postgres(conn)
-    for stage, table in tables.items():
+    """Make the stage names show one batch of the transfer tables, for the transaction; returns its users.
+
+    The stages are temporary views over the transfer tables (`where batch_no = N`), not copies: the
+    planner inlines them, so a batch's statements read the transfer tables through their
+    (batch_no, key) index. Copying each batch into indexed, analyzed temp tables instead cost about
+    a fifth of a batch's time. `unstage` drops the views before the transaction commits, so that
+    no session keeps a view on a transfer table that a later push drops.
+    """
+    for stage, table in transfer_tables(school_id).items():
         columns = ", ".join(name for name, _ in STAGE_COLUMNS[stage])
-        select = f"select {columns} from {table} where batch_no = {int(batch_no)}"
-        if postgres:
-            conn.exec_driver_sql(f"create temp table {stage} on commit drop as {select}")
-        else:
-            conn.exec_driver_sql(f"drop table if exists temp.{stage}")
-            conn.exec_driver_sql(f"create temp table {stage} as {select}")
-        keys = ", ".join(name for name, _ in STAGE_COLUMNS[stage][: 1 if stage == STAGE_USERS else 3])
-        conn.exec_driver_sql(f"create index {stage}_key on {stage} ({keys})")
-        if postgres:
-            # Temp tables get no statistics on their own; without them the planner guesses badly.
-            conn.exec_driver_sql(f"analyze {stage}")
+        conn.exec_driver_sql(f"drop view if exists {stage}")
+        conn.exec_driver_sql(
+            f"create temp view {stage} as select {columns} from {table} where batch_no = {int(batch_no)}"
+        )
     return conn.exec_driver_sql(f"select count(*) from {STAGE_USERS}").scalar_one()
+
+
+def unstage(conn: sa.Connection) -> None:
+    for stage in (STAGE_USERS, STAGE_MEMBERS):
+        conn.exec_driver_sql(f"drop view if exists {stage}")
