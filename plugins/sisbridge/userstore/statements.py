@@ -8,8 +8,9 @@ The SIS fields of a customized user (names, email, type, year, status, membershi
 file: the rule protects the preferences the user chose, not the school's record of the student.
 
 Every statement is scoped with `school_id = :school`: a push never touches another school. They read
-the batch's session-private stage tables (`STAGE_USERS`, `STAGE_MEMBERS`, or a rollback's
-`STAGE_BEFORE`), which live only for the batch's transaction.
+the session-private stages `STAGE_USERS` and `STAGE_MEMBERS` (a push batch's temporary views over
+the transfer tables) or a rollback's `STAGE_BEFORE` and `STAGE_MEMBERS` (temp tables), which live
+only for the transaction.
 """
 
 from __future__ import annotations
