@@ -128,7 +128,7 @@ def _run_row(school_id: str, dag_run) -> dict:
     """The run's audit row; for a run that failed before writing one, what Airflow knows of it."""
     import duckdb
 
-    from sisbridge import audit
+    from sisbridge import audit, warehouse
 
     reason = f"the DAG run {dag_run.state} before its audit row was written"
     try:
@@ -136,7 +136,7 @@ def _run_row(school_id: str, dag_run) -> dict:
             row = audit.get_run(con, dag_run.run_id)
         if row is not None:
             return row
-    except (duckdb.Error, OSError) as exc:
+    except (duckdb.Error, OSError, warehouse.LakeError) as exc:
         if dag_run.state != "failed":
             raise
         reason = f"the DAG run failed and its warehouse cannot be read: {str(exc).strip().splitlines()[0]}"

@@ -393,10 +393,6 @@ def dag_id(school_id: str) -> str:
     return f"sis_sync__{school_id}"
 
 
-def warehouse_path(school_id: str) -> Path:
-    return sisbridge_home() / "warehouse" / f"{safe_component(school_id)}.duckdb"
-
-
 def warehouse_memory_limit() -> str:
     """DuckDB's memory limit for one school's warehouse (it spills to disk beyond it).
 

@@ -13,7 +13,8 @@ from collections.abc import Generator
 from pathlib import Path
 
 from sisbridge.audit import Finding, record_findings
-from sisbridge.config import SchoolConfig, safe_component, sisbridge_home, warehouse_path
+from sisbridge import warehouse
+from sisbridge.config import SchoolConfig, safe_component, sisbridge_home
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # The snapshot runs only after a successful push, never as part of the build. The unit tests check the
@@ -68,11 +69,16 @@ def write_config_tables(con, school: SchoolConfig) -> None:
         )
 
 
-def dbt_env(school_id: str) -> dict[str, str]:
-    """Environment for a dbt run on one school's warehouse, with its own target and log folders."""
+def dbt_env(school_id: str, *, with_lake: bool = True) -> dict[str, str]:
+    """Environment for a dbt run on one school's lake, with its own target and log folders.
+
+    with_lake=False leaves out the lake's settings (`SISBRIDGE_LAKE`, which may hold secrets): the
+    DAG file renders Cosmos's tasks with that, and `lake_pre_execute` adds them when a task runs.
+    """
     work_dir = sisbridge_home() / "dbt" / safe_component(school_id)
+    lake = warehouse.dbt_env(school_id) if with_lake else {"SISBRIDGE_SCHOOL_ID": school_id}
     return {
-        "SISBRIDGE_WAREHOUSE_PATH": str(warehouse_path(school_id)),
+        **lake,
         "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         # Separate folders so that two schools' runs never overwrite each other's manifest.
@@ -81,6 +87,15 @@ def dbt_env(school_id: str) -> dict[str, str]:
         # Every node's SQL stays in target/run; the file log keeps dbt's info lines, not its debug events.
         "DBT_LOG_LEVEL_FILE": "info",
     }
+
+
+def lake_pre_execute(context) -> None:
+    """Cosmos's `pre_execute`: put the lake's settings in the task's environment for its dbt process.
+
+    Resolved in the task (from the `sisbridge_lake` connection), never when the DAG is parsed, and
+    handed over in the environment, never on a command line.
+    """
+    os.environ[warehouse.LAKE_ENV] = warehouse.settings().to_env()
 
 
 def dbt_vars(school: SchoolConfig) -> dict:
@@ -93,9 +108,10 @@ def dbt_vars(school: SchoolConfig) -> dict:
 
 
 def _release_warehouse() -> None:
-    """Close the DuckDB database that dbt-duckdb keeps open in this process after a command.
+    """Close the DuckDB instance that dbt-duckdb keeps open in this process after a command.
 
-    Otherwise the file stays locked for other processes, and this process cannot open it read-only.
+    It holds the school's lake attached: the catalog's connection, and for `sisbridge check` the
+    scratch file, which would stay locked.
     """
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
@@ -193,8 +209,8 @@ def build_docs(target_dir: Path) -> Path:
     target_dir = Path(target_dir).absolute()
     target_dir.mkdir(parents=True, exist_ok=True)
     env = {
-        # The catalog is left empty, so no warehouse is needed.
-        "SISBRIDGE_WAREHOUSE_PATH": ":memory:",
+        # The catalog is left empty, so no lake is needed: the profile attaches an in-memory one.
+        "SISBRIDGE_SCHOOL_ID": "",
         "DBT_TARGET_PATH": str(target_dir),
         "DBT_LOG_PATH": str(target_dir / "logs"),
     }
