@@ -232,10 +232,22 @@ def _from_connection(conn) -> LakeSettings:
 
 
 # One DuckDB instance per school and settings in this process, handing out cursors: loading the
-# extensions and attaching costs about a second. A forked child never uses its parent's instances.
+# extensions and attaching costs about a second.
 _instances: dict[tuple[str, str], duckdb.DuckDBPyConnection] = {}
 _lock = threading.Lock()
-os.register_at_fork(after_in_child=_instances.clear)
+# A forked child never uses its parent's instances, and never destroys them either: their
+# destructors wait on locks that threads of the parent held at the fork, which hangs the child.
+_inherited: list[duckdb.DuckDBPyConnection] = []
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _inherited.extend(_instances.values())
+    _instances.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def prepare_embedded(lake: LakeSettings, school_id: str) -> None:
