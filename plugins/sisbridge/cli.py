@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back."""
+"""The `sisbridge` command: check a file, sync a school now, onboard one, query its warehouse, run the demo, roll a run back."""
 
 from __future__ import annotations
 
@@ -255,10 +255,7 @@ def cmd_demo(args) -> int:
 
 def cmd_rollback(args) -> int:
     school = school_config(args.school)
-    prepare_airflow()  # before anything imports Airflow
-    # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
-    # its own `airflow connections` command declares itself); the store's may be kept there.
-    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+    connections_from_airflow()
     from sisbridge import audit, userstore
 
     engine = userstore.engine_from_connection()
@@ -274,6 +271,41 @@ def cmd_rollback(args) -> int:
         f"audit row {result['rollback_run_id']} (the run is now rolled_back)"
     )
     return 0
+
+
+def connections_from_airflow() -> None:
+    """Read Airflow's connections (the lake's, the store's) from variables or the metadata DB."""
+    prepare_airflow()  # before anything imports Airflow
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
+    # its own `airflow connections` command declares itself).
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+
+
+def cmd_sql(args) -> int:
+    school = school_config(args.school)
+    connections_from_airflow()
+    from sisbridge import auditor, warehouse
+
+    try:
+        result = auditor.query(school.school_id, args.query, as_of=args.as_of)
+    except auditor.QueryRefused as exc:
+        print(f"sisbridge sql: refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (auditor.UnknownRun, warehouse.LakeError) as exc:
+        print(f"sisbridge sql: {exc}", file=sys.stderr)
+        return 1
+    except duckdb_error() as exc:
+        print(f"sisbridge sql: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    sys.stdout.write(auditor.to_csv(result) if args.csv else auditor.to_table(result))
+    return 0
+
+
+def duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="local S3 + SQLite store: seed two demo schools and sync them")
     demo.add_argument("--rows", type=int, default=240, help="students per demo school (default 240)")
     demo.set_defaults(func=cmd_demo)
+
+    sql = commands.add_parser(
+        "sql", help="read-only SQL over a school's warehouse tables (audit.*, marts.*, snapshots.*)"
+    )
+    sql.add_argument("--school", required=True)
+    sql.add_argument("--as-of", metavar="RUN_ID", help="read the warehouse as it was when that run finished")
+    sql.add_argument("--csv", action="store_true", help="print CSV with a header instead of a table")
+    sql.add_argument("query", metavar="QUERY", help="one SELECT, e.g. 'select * from audit.sync_runs'")
+    sql.set_defaults(func=cmd_sql)
 
     rollback = commands.add_parser("rollback", help="revert a run's applied changes in the store")
     rollback.add_argument("--school", required=True)

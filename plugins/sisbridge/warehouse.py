@@ -97,9 +97,14 @@ class LakeSettings:
             names.append("httpfs")
         return tuple(names)
 
-    def attach_sql(self, school_id: str, *, read_only: bool = False) -> str:
-        """`ATTACH` of the school's lake as `lake` (with its catalog created when missing)."""
+    def attach_sql(self, school_id: str, *, read_only: bool = False, snapshot: int | None = None) -> str:
+        """`ATTACH` of the school's lake as `lake` (with its catalog created when missing).
+
+        snapshot: the lake as it was at that snapshot id (DuckLake's time travel; read-only).
+        """
         options = ["READ_ONLY"] if read_only else []
+        if snapshot is not None:
+            options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
         if self.kind == SCRATCH:
             path = self.school_dir(school_id).with_suffix(".duckdb")
             return f"attach {_literal(str(path))} as {ALIAS}" + (" (read_only)" if read_only else "")
@@ -265,7 +270,9 @@ def prepare_embedded(lake: LakeSettings, school_id: str) -> None:
         catalog.close()
 
 
-def _open(lake: LakeSettings, school_id: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _open(
+    lake: LakeSettings, school_id: str, *, read_only: bool, snapshot: int | None = None
+) -> duckdb.DuckDBPyConnection:
     config = {"memory_limit": warehouse_memory_limit()}
     if lake.kind == EMBEDDED:
         if read_only and not (lake.school_dir(school_id) / "catalog.sqlite").exists():
@@ -280,7 +287,7 @@ def _open(lake: LakeSettings, school_id: str, *, read_only: bool) -> duckdb.Duck
         secret = lake.secret_sql()
         if secret:
             con.execute(secret)
-        con.execute(lake.attach_sql(school_id, read_only=read_only))
+        con.execute(lake.attach_sql(school_id, read_only=read_only, snapshot=snapshot))
         con.execute(f"use {ALIAS}")
         if read_only:
             _lock_down(con, lake, school_id)
@@ -301,18 +308,22 @@ def _lock_down(con: duckdb.DuckDBPyConnection, lake: LakeSettings, school_id: st
     con.execute("set lock_configuration = true")
 
 
-def connect(school_id: str, read_only: bool = False, *, lake: LakeSettings | None = None):
+def connect(
+    school_id: str, read_only: bool = False, *, lake: LakeSettings | None = None, snapshot: int | None = None
+):
     """A DuckDB connection to the school's lake, attached as `lake` and in use.
 
     read_only: a new, locked-down DuckDB instance (an auditor's): the lake is attached READ_ONLY,
     only the school's data files are readable, and the configuration cannot be changed; close it
-    when done. Otherwise a cursor on this process's instance for the school (close it when done;
+    when done; with `snapshot`, the lake as it was at that snapshot id. Otherwise a cursor on this process's instance for the school (close it when done;
     the instance stays for the next task).
     """
     lake = lake or settings()
+    if snapshot is not None and not read_only:
+        raise ValueError("a snapshot of the lake is read-only: connect(..., read_only=True, snapshot=...)")
     if read_only or lake.kind == SCRATCH:
         # A scratch file is never cached: `sisbridge check` deletes it afterwards.
-        return _open(lake, school_id, read_only=read_only)
+        return _open(lake, school_id, read_only=read_only, snapshot=snapshot)
     key = (school_id, lake.to_env())
     with _lock:
         instance = _instances.get(key)
