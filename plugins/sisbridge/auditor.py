@@ -59,7 +59,9 @@ def check_read_query(con, query: str) -> None:
     if parsed.get("error"):
         message = parsed.get("error_message", "")
         if "Only SELECT statements" in message:
-            raise QueryRefused("only a SELECT (or WITH ... SELECT) query is allowed: the warehouse is read-only")
+            raise QueryRefused(
+                "only a SELECT (or WITH ... SELECT) query is allowed: the warehouse is read-only"
+            )
         raise QueryRefused(f"the query does not parse: {message}")
     statements = parsed.get("statements", [])
     if len(statements) != 1:
@@ -81,7 +83,8 @@ def _check_table(node: dict) -> None:
     catalog = (node.get("catalog_name") or "").lower()
     schema = (node.get("schema_name") or "").lower()
     table = (node.get("table_name") or "").lower()
-    name = ".".join(part for part in (node.get("catalog_name"), node.get("schema_name"), node.get("table_name")) if part)
+    parts = (node.get("catalog_name"), node.get("schema_name"), node.get("table_name"))
+    name = ".".join(part for part in parts if part)
     if catalog not in ("", warehouse.ALIAS):
         raise QueryRefused(f"{name}: only the school's warehouse ({warehouse.ALIAS}) can be read")
     if schema in _SYSTEM_SCHEMAS or any(part.startswith(_SYSTEM_PREFIXES) for part in (schema, table)):

@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync a school now, onboard one, query its warehouse, run the demo, roll a run back."""
+"""The `sisbridge` command: check a file, sync or onboard a school, query its warehouse, run the demo, roll back."""
 
 from __future__ import annotations
 

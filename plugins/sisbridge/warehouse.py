@@ -157,7 +157,9 @@ def _libpq_value(value) -> str:
 
 def libpq_dsn(**fields) -> str:
     """A libpq `key=value` connection string from the fields that are set."""
-    return " ".join(f"{key}={_libpq_value(value)}" for key, value in fields.items() if value not in (None, ""))
+    return " ".join(
+        f"{key}={_libpq_value(value)}" for key, value in fields.items() if value not in (None, "")
+    )
 
 
 def embedded_settings() -> LakeSettings:
@@ -196,11 +198,15 @@ def _lake_connection():
 
 def _from_connection(conn) -> LakeSettings:
     if conn.conn_type not in ("postgres", "postgresql"):
-        raise LakeError(f"connection {LAKE_CONN_ID!r} has type {conn.conn_type!r}; the lake's catalog is postgres")
+        raise LakeError(
+            f"connection {LAKE_CONN_ID!r} has type {conn.conn_type!r}; the lake's catalog is postgres"
+        )
     extra = conn.extra_dejson
     data_path = extra.get("data_path")
     if not data_path:
-        raise LakeError(f"connection {LAKE_CONN_ID!r} needs the extra data_path (s3://bucket/prefix/ or a folder)")
+        raise LakeError(
+            f"connection {LAKE_CONN_ID!r} needs the extra data_path (s3://bucket/prefix/ or a folder)"
+        )
     lake = LakeSettings(
         kind=POSTGRES,
         catalog_dsn=libpq_dsn(
@@ -315,8 +321,8 @@ def connect(
 
     read_only: a new, locked-down DuckDB instance (an auditor's): the lake is attached READ_ONLY,
     only the school's data files are readable, and the configuration cannot be changed; close it
-    when done; with `snapshot`, the lake as it was at that snapshot id. Otherwise a cursor on this process's instance for the school (close it when done;
-    the instance stays for the next task).
+    when done; with `snapshot`, the lake as it was at that snapshot id. Otherwise a cursor on this
+    process's instance for the school (close it when done; the instance stays for the next task).
     """
     lake = lake or settings()
     if snapshot is not None and not read_only:

@@ -22,7 +22,8 @@ OTHER = "ledger_other"
 
 
 def _lake_connections() -> dict[str, str]:
-    return {name: os.environ[name] for name in ("AIRFLOW_CONN_SISBRIDGE_LAKE", "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS")}
+    names = ("AIRFLOW_CONN_SISBRIDGE_LAKE", "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS")
+    return {name: os.environ[name] for name in names}
 
 
 def _write_run(school_id: str, run_id: str, status: str, *, rolls_back: str | None = None) -> None:
@@ -97,7 +98,10 @@ def test_as_of_a_run_reads_the_warehouse_as_that_run_left_it(sql, shell):
         ("select 1; select 2", "one query at a time"),
         ("select * from read_csv('/etc/passwd')", "read_csv() is not allowed"),
         ("select path from duckdb_databases()", "duckdb_databases() is not allowed"),
-        ("select * from __ducklake_metadata_lake.school_ledger_other.ducklake_table", "only the school's warehouse"),
+        (
+            "select * from __ducklake_metadata_lake.school_ledger_other.ducklake_table",
+            "only the school's warehouse",
+        ),
         ("select * from information_schema.schemata", "system tables"),
     ],
     ids=["delete", "two-statements", "a-file", "the-catalog-dsn", "another-schools-catalog", "system-views"],

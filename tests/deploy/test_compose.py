@@ -152,7 +152,7 @@ def test_the_init_service_makes_the_dags_importable_on_a_fresh_clone(tmp_path, p
     assert service["working_dir"] == "/opt/sisbridge"
     assert not (clone / "dbt_project" / "target").exists()
     before = dag_import(clone, env)
-    assert before["dags"] == [] and "manifest" in json.dumps(before["errors"]).lower()
+    assert before["dags"] == ["sis_lake_maintenance"] and "manifest" in json.dumps(before["errors"]).lower()
 
     # The init's exact command, as compose runs it: interpolated from .env, in its working_dir.
     command = [interpolate(part, {"AIRFLOW_UID": str(os.getuid())}) for part in service["command"]]
@@ -161,4 +161,4 @@ def test_the_init_service_makes_the_dags_importable_on_a_fresh_clone(tmp_path, p
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert (clone / "dbt_project" / "target" / "manifest.json").is_file()
     after = dag_import(clone, env)
-    assert after == {"dags": ["sis_sync__acme", "sis_sync__globex"], "errors": {}}
+    assert after == {"dags": ["sis_lake_maintenance", "sis_sync__acme", "sis_sync__globex"], "errors": {}}
