@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync or onboard a school, query its warehouse, run the demo, roll back."""
+"""The `sisbridge` command: check a file, sync or onboard a school, query its warehouse, roll back."""
 
 from __future__ import annotations
 
