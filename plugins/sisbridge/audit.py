@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from sisbridge import fleet
 from sisbridge import warehouse as lake
 
 STATUSES = (
@@ -238,6 +239,7 @@ def transaction(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, me
     finds the state a run left behind.
     """
     con.execute("begin")
+    _unpublished[id(con)] = []
     try:
         if run_id is not None and _is_ducklake(con):
             con.execute(
@@ -248,7 +250,13 @@ def transaction(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, me
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
+        _unpublished.pop(id(con), None)
         raise
+    fleet.publish(_unpublished.pop(id(con), []))
+
+
+# Runs whose new status waits for their transaction to commit before the fleet view sees it.
+_unpublished: dict[int, list[dict]] = {}
 
 
 def _is_ducklake(con: duckdb.DuckDBPyConnection) -> bool:
@@ -284,6 +292,12 @@ def upsert_run(con: duckdb.DuckDBPyConnection, run_id: str, **fields) -> None:
             f"update audit.sync_runs set {assignments} where run_id = ?",
             [*fields.values(), run_id],
         )
+    if "status" in fields and _is_ducklake(con):  # not `sisbridge check`'s scratch file
+        row = get_run(con, run_id)
+        if id(con) in _unpublished:
+            _unpublished[id(con)].append(row)
+        else:
+            fleet.publish([row])
 
 
 def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:

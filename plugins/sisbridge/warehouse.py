@@ -32,6 +32,9 @@ LAKE_CONN_ID = "sisbridge_lake"
 LAKE_ENV = "SISBRIDGE_LAKE"
 ALIAS = "lake"
 COMMIT_AUTHOR = "sisbridge"
+# The fleet lake (sisbridge.fleet): the cross-school view of the runs. School ids start with a
+# letter, so this never names a school.
+FLEET = "_fleet"
 
 POSTGRES, EMBEDDED, SCRATCH = "postgres", "embedded", "scratch"
 
@@ -80,13 +83,19 @@ class LakeSettings:
     # One school's lake.
     def school_data_path(self, school_id: str) -> str:
         if self.kind == POSTGRES:
+            if school_id == FLEET:
+                return f"{self.data_path.rstrip('/')}/fleet/"
             return f"{self.data_path.rstrip('/')}/schools/{safe_component(school_id)}/"
         return str(self.school_dir(school_id) / "data") + "/"
 
     def school_dir(self, school_id: str) -> Path:
+        if school_id == FLEET:
+            return Path(self.data_path) / "fleet"
         return Path(self.data_path) / "schools" / safe_component(school_id)
 
     def metadata_schema(self, school_id: str) -> str:
+        if school_id == FLEET:
+            return "sisbridge_fleet"
         return f"school_{safe_component(school_id)}".lower()
 
     def extensions(self) -> tuple[str, ...]:
