@@ -110,6 +110,12 @@ def pytest_configure(config) -> None:
     from sisbridge.cli import ensure_dbt_manifest
 
     ensure_dbt_manifest()
+    if (
+        config.pluginmanager.hasplugin("xdist")
+        and config.getoption("numprocesses", None)
+        and not hasattr(config, "workerinput")
+    ):
+        return  # pytest-xdist's controller runs no test: each worker starts its own servers
     _start_lake()
 
 

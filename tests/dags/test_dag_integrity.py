@@ -46,7 +46,7 @@ def test_the_lake_maintenance_runs_weekly_one_mapped_task_per_school(dagbag):
     tasks = {task.task_id: task for task in dag.tasks}
     assert set(tasks) == {"schools", "maintain"}
     assert tasks["maintain"].get_flat_relative_ids(upstream=True) == {"schools"}
-    assert type(tasks["maintain"]).__name__ == "MappedOperator"
+    assert type(tasks["maintain"]).__name__.endswith("MappedOperator")
     assert all(task.retries >= 2 for task in tasks.values())
 
 
@@ -218,4 +218,4 @@ def test_a_broken_config_fails_its_own_dag_file_only(tmp_path, monkeypatch):
     acme_file = str(dag_factory.shard_file("acme"))
     assert list(bag.import_errors) == [acme_file]
     assert f"{tmp_path / 'acme.yaml'}: missing_users" in bag.import_errors[acme_file]
-    assert sorted(bag.dag_ids) == ["sis_sync__globex", "sis_sync__northwind"]
+    assert sorted(bag.dag_ids) == [MAINTENANCE, "sis_sync__globex", "sis_sync__northwind"]
