@@ -252,7 +252,9 @@ def transaction(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, me
 
 
 def _is_ducklake(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute("select type from duckdb_databases() where database_name = current_database()").fetchone()
+    row = con.execute(
+        "select type from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
     return row is not None and row[0] == "ducklake"
 
 
@@ -342,3 +344,12 @@ def findings_of_run(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Finding
 
 def finding_as_dict(finding: Finding) -> dict:
     return asdict(finding)
+
+
+# The audit and baseline tables, as (schema, name).
+TABLES = frozenset(_TABLES)
+
+
+def schema_ddl() -> str:
+    """The statements that create the audit and baseline tables that are missing (unqualified names)."""
+    return _SCHEMA + "".join(_STATE_SCHEMA.values())

@@ -1,4 +1,5 @@
-"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back."""
+"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back,
+migrate a warehouse file from before the lake."""
 
 from __future__ import annotations
 
@@ -276,6 +277,30 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_migrate_warehouse(args) -> int:
+    school = school_config(args.school)
+    from sisbridge import migration
+
+    source = Path(args.source) if args.source else migration.default_source(school.school_id)
+    if not source.is_file():
+        print(f"sisbridge migrate-warehouse: {source}: no such file", file=sys.stderr)
+        return 1
+    # Airflow's info lines (which connection it read) would go to stdout, between the counts.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    prepare_airflow()  # before anything imports Airflow
+    # The lake's connection may be kept in Airflow's metadata DB, which only a server process reads.
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+    from sisbridge import warehouse
+
+    try:
+        result = migration.migrate(school.school_id, source, replace=args.replace)
+    except (migration.MigrationError, warehouse.LakeError) as exc:
+        print(f"sisbridge migrate-warehouse: {exc}", file=sys.stderr)
+        return 1
+    print(migration.report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sisbridge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--school", required=True)
     rollback.add_argument("--run", required=True)
     rollback.set_defaults(func=cmd_rollback)
+
+    migrate = commands.add_parser(
+        "migrate-warehouse",
+        help="copy a school's DuckDB warehouse file from before the lake, with its history, into its lake",
+    )
+    migrate.add_argument("--school", required=True)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="the DuckDB file (default $SISBRIDGE_HOME/warehouse/ID.duckdb)",
+    )
+    migrate.add_argument(
+        "--replace", action="store_true", help="replace what the school's lake has, even its runs"
+    )
+    migrate.set_defaults(func=cmd_migrate_warehouse)
     return parser
 
 
