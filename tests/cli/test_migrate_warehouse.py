@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,7 @@ import lakes
 import pytest
 
 from sisbridge import warehouse
+from tests.cli.conftest import PROJECT_ROOT
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy-warehouse" / "acme"
 SCHOOL = "acme"
@@ -33,7 +35,9 @@ def lake_env() -> dict[str, str]:
 @pytest.fixture
 def legacy_file(shell) -> Path:
     """The old warehouse file where the old code kept it: $SISBRIDGE_HOME/warehouse/acme.duckdb."""
-    shell.write_school(SCHOOL)
+    # The demo school's own config, as the old code synced it.
+    for name in (f"{SCHOOL}.yaml", f"{SCHOOL}_programs.csv"):
+        shutil.copy(PROJECT_ROOT / "config" / "schools" / name, shell.schools / name)
     path = shell.sisbridge_home / "warehouse" / f"{SCHOOL}.duckdb"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -127,12 +131,21 @@ def test_migrates_every_table_with_its_history_once(shell, lake_env, legacy_file
     with warehouse.connect(SCHOOL, read_only=True) as lake:
         assert contents(lake, warehouse.ALIAS) == before
 
+    # The lake moves on (a run, a table the file does not have); --replace puts the file's back.
+    with warehouse.connect(SCHOOL) as lake:
+        lake.execute(
+            "insert into audit.sync_runs (run_id, school_id, status) values ('later', ?, 'failed')", [SCHOOL]
+        )
+        lake.execute("create table marts.only_in_the_lake as select 1 as n")
+    warehouse.release(SCHOOL)
+
     replaced = shell.run("migrate-warehouse", "--school", SCHOOL, "--replace", env=lake_env)
 
     assert replaced.returncode == 0, replaced.stderr
-    assert "replaced what the lake had (2 sync runs)" in replaced.stdout
+    assert "replaced what the lake had (3 sync runs)" in replaced.stdout
     with warehouse.connect(SCHOOL, read_only=True) as lake:
         assert contents(lake, warehouse.ALIAS) == before
+
     shell.assert_home_untouched()
 
 
@@ -145,3 +158,20 @@ def test_a_missing_file_is_one_line(shell, lake_env):
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"sisbridge migrate-warehouse: {missing}: no such file"]
+
+
+def test_another_schools_file_is_refused(shell, lake_env, legacy_file):
+    shutil.copy(PROJECT_ROOT / "config" / "schools" / "globex.yaml", shell.schools / "globex.yaml")
+    lakes.wipe("globex")
+
+    result = shell.run("migrate-warehouse", "--school", "globex", "--from", str(legacy_file), env=lake_env)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"sisbridge migrate-warehouse: {legacy_file}: its runs are of school {SCHOOL!r}, not 'globex'; "
+        "nothing was written"
+    ]
+    with warehouse.connect("globex", read_only=True) as lake:
+        assert tables_of(lake, warehouse.ALIAS) == []
+    lakes.wipe("globex")
