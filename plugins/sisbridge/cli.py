@@ -281,9 +281,12 @@ def cmd_migrate_warehouse(args) -> int:
     school = school_config(args.school)
     from sisbridge import migration
 
-    source = Path(args.source) if args.source else migration.default_source(school.school_id)
-    if not source.is_file():
-        print(f"sisbridge migrate-warehouse: {source}: no such file", file=sys.stderr)
+    try:
+        source = migration.check_source(
+            school.school_id, args.source or migration.default_source(school.school_id)
+        )
+    except migration.MigrationError as exc:
+        print(f"sisbridge migrate-warehouse: {exc}", file=sys.stderr)
         return 1
     # Airflow's info lines (which connection it read) would go to stdout, between the counts.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")

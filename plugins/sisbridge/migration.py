@@ -92,6 +92,39 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Path) -> None:
         raise MigrationError(f"{source}: cannot open it as a DuckDB warehouse: {first}") from None
 
 
+def _check_source(con: duckdb.DuckDBPyConnection, school_id: str, source: Path) -> tuple[list, list]:
+    """The attached file's tables and views; MigrationError when it is not this school's warehouse."""
+    tables, views = _relations(con, SOURCE)
+    if ("audit", "sync_runs") not in tables:
+        raise MigrationError(f"{source}: not a sisbridge warehouse (it has no audit.sync_runs table)")
+    others = con.execute(
+        f"select distinct school_id from {SOURCE}.audit.sync_runs where school_id <> ? order by 1",
+        [school_id],
+    ).fetchall()
+    if others:
+        raise MigrationError(
+            f"{source}: its runs are of school {others[0][0]!r}, not {school_id!r}; nothing was written"
+        )
+    return tables, views
+
+
+def check_source(school_id: str, source_path: Path | str) -> Path:
+    """The file as an absolute path, once it is known to be this school's warehouse; else MigrationError.
+
+    Needs no lake (nor Airflow): the command checks its input before it reads any connection.
+    """
+    source = Path(source_path).absolute()
+    if not source.is_file():
+        raise MigrationError(f"{source}: no such file")
+    con = duckdb.connect(":memory:")
+    try:
+        _attach(con, source)
+        _check_source(con, school_id, source)
+    finally:
+        con.close()
+    return source
+
+
 def migrate(
     school_id: str,
     source_path: Path | str,
@@ -104,9 +137,7 @@ def migrate(
     Refused (MigrationRefused, nothing written) when the lake has `audit.sync_runs` rows, unless
     `replace`: then the lake's tables and views in the schemas the file has are dropped first.
     """
-    source = Path(source_path).absolute()
-    if not source.is_file():
-        raise MigrationError(f"{source}: no such file (the school's DuckDB warehouse from before the lake)")
+    source = check_source(school_id, source_path)
     con = warehouse.connect(school_id, lake=lake)
     try:
         _attach(con, source)
@@ -120,20 +151,7 @@ def migrate(
 
 
 def _copy(con: duckdb.DuckDBPyConnection, school_id: str, source: Path, *, replace: bool) -> Migration:
-    tables, views = _relations(con, SOURCE)
-    if ("audit", "sync_runs") not in tables:
-        raise MigrationError(f"{source}: not a sisbridge warehouse (it has no audit.sync_runs table)")
-    others = [
-        row[0]
-        for row in con.execute(
-            f"select distinct school_id from {SOURCE}.audit.sync_runs where school_id <> ? order by 1",
-            [school_id],
-        ).fetchall()
-    ]
-    if others:
-        raise MigrationError(
-            f"{source}: its runs are of school {others[0]!r}, not {school_id!r}; nothing was written"
-        )
+    tables, views = _check_source(con, school_id, source)
     schemas = sorted({schema for schema, _ in tables + views})
     lake = warehouse.ALIAS
     with audit.transaction(con, run_id=RUN_ID, message=f"migrated from {source.name}"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import lakes
+import psycopg2
 import pytest
 
 from sisbridge import warehouse
@@ -150,15 +151,24 @@ def test_migrates_every_table_with_its_history_once(shell, lake_env, legacy_file
     shell.assert_home_untouched()
 
 
-def test_a_missing_file_is_one_line(shell, lake_env):
+def test_a_missing_or_foreign_file_is_one_line(shell, lake_env):
     shell.write_school(SCHOOL)
     missing = shell.root / "nowhere" / f"{SCHOOL}.duckdb"
+    not_duckdb = shell.root / "roster.duckdb"
+    not_duckdb.write_text("FIRST_NAME,LAST_NAME\n", encoding="utf-8")
 
     result = shell.run("migrate-warehouse", "--school", SCHOOL, "--from", str(missing), env=lake_env)
+    foreign = shell.run("migrate-warehouse", "--school", SCHOOL, "--from", str(not_duckdb), env=lake_env)
 
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"sisbridge migrate-warehouse: {missing}: no such file"]
+    assert foreign.returncode == 1
+    assert foreign.stdout == ""
+    [line] = foreign.stderr.splitlines()
+    assert line.startswith(
+        f"sisbridge migrate-warehouse: {not_duckdb}: cannot open it as a DuckDB warehouse: "
+    )
 
 
 def test_another_schools_file_is_refused(shell, lake_env, legacy_file):
@@ -173,6 +183,12 @@ def test_another_schools_file_is_refused(shell, lake_env, legacy_file):
         f"sisbridge migrate-warehouse: {legacy_file}: its runs are of school {SCHOOL!r}, not 'globex'; "
         "nothing was written"
     ]
-    with warehouse.connect("globex", read_only=True) as lake:
-        assert tables_of(lake, warehouse.ALIAS) == []
-    lakes.wipe("globex")
+    # The file is checked before the lake is opened: globex has no catalog in PostgreSQL, even now.
+    lake = warehouse.settings()
+    with psycopg2.connect(lake.catalog_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select count(*) from information_schema.schemata where schema_name = %s",
+            [lake.metadata_schema("globex")],
+        )
+        assert cur.fetchone()[0] == 0
+    conn.close()
