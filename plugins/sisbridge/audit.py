@@ -358,3 +358,12 @@ def findings_of_run(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Finding
 
 def finding_as_dict(finding: Finding) -> dict:
     return asdict(finding)
+
+
+# The audit and baseline tables, as (schema, name).
+TABLES = frozenset(_TABLES)
+
+
+def schema_ddl() -> str:
+    """The statements that create the audit and baseline tables that are missing (unqualified names)."""
+    return _SCHEMA + "".join(_STATE_SCHEMA.values())

@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync or onboard a school, query its warehouse, roll back."""
+"""The `sisbridge` command: check a file, sync or onboard a school, query or migrate its warehouse."""
 
 from __future__ import annotations
 
@@ -275,8 +275,9 @@ def cmd_rollback(args) -> int:
 
 def connections_from_airflow() -> None:
     """Read Airflow's connections (the lake's, the store's) from variables or the metadata DB."""
-    prepare_airflow()  # before anything imports Airflow
+    # Airflow's info lines (which connection it read) would go to stdout, between the results.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    prepare_airflow()  # before anything imports Airflow
     # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
     # its own `airflow connections` command declares itself).
     os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
@@ -306,6 +307,29 @@ def duckdb_error() -> type[Exception]:
     import duckdb
 
     return duckdb.Error
+
+
+def cmd_migrate_warehouse(args) -> int:
+    school = school_config(args.school)
+    from sisbridge import migration
+
+    try:
+        source = migration.check_source(
+            school.school_id, args.source or migration.default_source(school.school_id)
+        )
+    except migration.MigrationError as exc:
+        print(f"sisbridge migrate-warehouse: {exc}", file=sys.stderr)
+        return 1
+    connections_from_airflow()
+    from sisbridge import warehouse
+
+    try:
+        result = migration.migrate(school.school_id, source, replace=args.replace)
+    except (migration.MigrationError, warehouse.LakeError) as exc:
+        print(f"sisbridge migrate-warehouse: {exc}", file=sys.stderr)
+        return 1
+    print(migration.report(result))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +390,22 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--school", required=True)
     rollback.add_argument("--run", required=True)
     rollback.set_defaults(func=cmd_rollback)
+
+    migrate = commands.add_parser(
+        "migrate-warehouse",
+        help="copy a school's DuckDB warehouse file from before the lake, with its history, into its lake",
+    )
+    migrate.add_argument("--school", required=True)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="the DuckDB file (default $SISBRIDGE_HOME/warehouse/ID.duckdb)",
+    )
+    migrate.add_argument(
+        "--replace", action="store_true", help="replace what the school's lake has, even its runs"
+    )
+    migrate.set_defaults(func=cmd_migrate_warehouse)
     return parser
 
 
