@@ -261,6 +261,11 @@ def prepare_embedded(lake: LakeSettings, school_id: str) -> None:
     catalog = sqlite3.connect(folder / "catalog.sqlite")
     try:
         catalog.execute("pragma journal_mode = wal")
+    except sqlite3.DatabaseError as exc:
+        raise LakeError(
+            f"cannot open the warehouse of {school_id!r} ({lake.describe()}): "
+            f"{folder / 'catalog.sqlite'}: {exc}"
+        ) from exc
     finally:
         catalog.close()
 
