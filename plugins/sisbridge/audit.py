@@ -252,7 +252,9 @@ def transaction(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, me
 
 
 def _is_ducklake(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute("select type from duckdb_databases() where database_name = current_database()").fetchone()
+    row = con.execute(
+        "select type from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
     return row is not None and row[0] == "ducklake"
 
 

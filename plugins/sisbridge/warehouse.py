@@ -72,7 +72,8 @@ class LakeSettings:
     def describe(self) -> str:
         """Where the lake is, for people (no secrets)."""
         if self.kind == POSTGRES:
-            return f"DuckLake, catalog in PostgreSQL ({_dsn_without_password(self.catalog_dsn)}), data in {self.data_path}"
+            catalog = _dsn_without_password(self.catalog_dsn)
+            return f"DuckLake, catalog in PostgreSQL ({catalog}), data in {self.data_path}"
         if self.kind == EMBEDDED:
             return f"embedded DuckLake (SQLite catalogs) in {self.data_path}"
         return f"scratch DuckDB files in {self.data_path}"
@@ -152,7 +153,9 @@ def _libpq_value(value) -> str:
 
 def libpq_dsn(**fields) -> str:
     """A libpq `key=value` connection string from the fields that are set."""
-    return " ".join(f"{key}={_libpq_value(value)}" for key, value in fields.items() if value not in (None, ""))
+    return " ".join(
+        f"{key}={_libpq_value(value)}" for key, value in fields.items() if value not in (None, "")
+    )
 
 
 def embedded_settings() -> LakeSettings:
@@ -191,11 +194,15 @@ def _lake_connection():
 
 def _from_connection(conn) -> LakeSettings:
     if conn.conn_type not in ("postgres", "postgresql"):
-        raise LakeError(f"connection {LAKE_CONN_ID!r} has type {conn.conn_type!r}; the lake's catalog is postgres")
+        raise LakeError(
+            f"connection {LAKE_CONN_ID!r} has type {conn.conn_type!r}; the lake's catalog is postgres"
+        )
     extra = conn.extra_dejson
     data_path = extra.get("data_path")
     if not data_path:
-        raise LakeError(f"connection {LAKE_CONN_ID!r} needs the extra data_path (s3://bucket/prefix/ or a folder)")
+        raise LakeError(
+            f"connection {LAKE_CONN_ID!r} needs the extra data_path (s3://bucket/prefix/ or a folder)"
+        )
     lake = LakeSettings(
         kind=POSTGRES,
         catalog_dsn=libpq_dsn(

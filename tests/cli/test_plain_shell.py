@@ -106,7 +106,9 @@ def test_an_unknown_school_is_one_line_that_names_the_schools_folder(shell, args
     shell.assert_home_untouched()
 
 
-def test_an_auditor_reading_the_embedded_lake_neither_blocks_nor_fails_a_sync(shell, s3_endpoint, monkeypatch):
+def test_an_auditor_reading_the_embedded_lake_neither_blocks_nor_fails_a_sync(
+    shell, s3_endpoint, monkeypatch
+):
     # A user with no `sisbridge_lake` connection gets the embedded lake under SISBRIDGE_HOME.
     school_id = "plain_audited"
     shell.write_school(school_id)
@@ -133,7 +135,9 @@ def test_an_auditor_reading_the_embedded_lake_neither_blocks_nor_fails_a_sync(sh
     assert (school_dir / "catalog.sqlite").is_file()
     assert any((school_dir / "data").rglob("*.parquet"))
     with warehouse.connect(school_id, read_only=True, lake=embedded) as auditor:
-        assert auditor.execute("select status, creates from audit.sync_runs").fetchall() == [("succeeded", 20)]
+        assert auditor.execute("select status, creates from audit.sync_runs").fetchall() == [
+            ("succeeded", 20)
+        ]
         assert auditor.execute("select count(*) from marts.users").fetchone() == (20,)
     shell.assert_home_untouched()
 
@@ -145,7 +149,9 @@ def test_a_run_that_fails_before_its_audit_row_exits_non_zero_with_its_summary(s
     # The school's embedded lake has a catalog that is not a database: no task can open it.
     school_dir = shell.sisbridge_home / "lake" / "schools" / school_id
     school_dir.mkdir(parents=True)
-    (school_dir / "catalog.sqlite").write_bytes(b"this is not a SQLite database, but long enough to look at" * 4)
+    (school_dir / "catalog.sqlite").write_bytes(
+        b"this is not a SQLite database, but long enough to look at" * 4
+    )
 
     failed = shell.sync(school_id, env=shell.connection_env(school_id, s3_endpoint))
 

@@ -40,7 +40,9 @@ def _next_counts(stream) -> str:
 
 
 def _lake_connections() -> dict[str, str]:
-    return {name: os.environ[name] for name in ("AIRFLOW_CONN_SISBRIDGE_LAKE", "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS")}
+    return {
+        name: os.environ[name] for name in ("AIRFLOW_CONN_SISBRIDGE_LAKE", "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS")
+    }
 
 
 @pytest.mark.e2e
@@ -66,7 +68,9 @@ def test_an_auditor_holding_a_transaction_neither_blocks_nor_fails_a_sync_and_ke
     try:
         assert _next_counts(reader.stdout) == "counts: 0 0"
         # The sync is `sisbridge sync` from a plain shell that has the production lake's connections.
-        synced = shell.sync(school_id, env={**shell.connection_env(school_id, s3_endpoint), **_lake_connections()})
+        synced = shell.sync(
+            school_id, env={**shell.connection_env(school_id, s3_endpoint), **_lake_connections()}
+        )
         out, err = reader.communicate("go\n", timeout=120)
     finally:
         reader.kill()
