@@ -34,6 +34,9 @@ ALIAS = "lake"
 COMMIT_AUTHOR = "sisbridge"
 
 POSTGRES, EMBEDDED, SCRATCH = "postgres", "embedded", "scratch"
+# A write of up to this many rows goes into the catalog instead of a new Parquet file (DuckLake's data
+# inlining): the audit rows a run writes one at a time never become hundreds of tiny files.
+INLINE_ROWS = 1000
 
 
 class LakeError(RuntimeError):
@@ -110,6 +113,8 @@ class LakeSettings:
         else:
             target = f"ducklake:sqlite:{self.school_dir(school_id) / 'catalog.sqlite'}"
         options.append(f"data_path {_literal(self.school_data_path(school_id))}")
+        if not read_only:
+            options.append(f"data_inlining_row_limit {INLINE_ROWS}")
         return f"attach {_literal(target)} as {ALIAS} ({', '.join(options)})"
 
     def secret_sql(self) -> str | None:
