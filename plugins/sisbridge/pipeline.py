@@ -1,9 +1,9 @@
 """What each task of a school's DAG does, one function per task.
 
-Each function opens the school's warehouse (its DuckLake, sisbridge.warehouse), runs its stage, records the outcome in `audit.sync_runs`
-and returns a small `Outcome` (XCom-sized: ids and counts, never data). A stage that ends the run early
-returns `stop=True`; the DAG turns that into a skip, and `finalize` still writes the audit row and
-reports.
+Each function opens the school's warehouse (its DuckLake, sisbridge.warehouse), runs its stage,
+records the outcome in `audit.sync_runs` and returns a small `Outcome` (XCom-sized: ids and counts,
+never data). A stage that ends the run early returns `stop=True`; the DAG turns that into a skip,
+and `finalize` still writes the audit row and reports.
 """
 
 from __future__ import annotations

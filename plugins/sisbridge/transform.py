@@ -12,8 +12,8 @@ import os
 from collections.abc import Generator
 from pathlib import Path
 
-from sisbridge.audit import Finding, record_findings
 from sisbridge import warehouse
+from sisbridge.audit import Finding, record_findings
 from sisbridge.config import SchoolConfig, safe_component, sisbridge_home
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"

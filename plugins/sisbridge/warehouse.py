@@ -37,6 +37,9 @@ COMMIT_AUTHOR = "sisbridge"
 FLEET = "_fleet"
 
 POSTGRES, EMBEDDED, SCRATCH = "postgres", "embedded", "scratch"
+# A write of up to this many rows goes into the catalog instead of a new Parquet file (DuckLake's data
+# inlining): the audit rows a run writes one at a time never become hundreds of tiny files.
+INLINE_ROWS = 1000
 
 
 class LakeError(RuntimeError):
@@ -75,7 +78,8 @@ class LakeSettings:
     def describe(self) -> str:
         """Where the lake is, for people (no secrets)."""
         if self.kind == POSTGRES:
-            return f"DuckLake, catalog in PostgreSQL ({_dsn_without_password(self.catalog_dsn)}), data in {self.data_path}"
+            catalog = _dsn_without_password(self.catalog_dsn)
+            return f"DuckLake, catalog in PostgreSQL ({catalog}), data in {self.data_path}"
         if self.kind == EMBEDDED:
             return f"embedded DuckLake (SQLite catalogs) in {self.data_path}"
         return f"scratch DuckDB files in {self.data_path}"
@@ -123,6 +127,8 @@ class LakeSettings:
         else:
             target = f"ducklake:sqlite:{self.school_dir(school_id) / 'catalog.sqlite'}"
         options.append(f"data_path {_literal(self.school_data_path(school_id))}")
+        if not read_only:
+            options.append(f"data_inlining_row_limit {INLINE_ROWS}")
         return f"attach {_literal(target)} as {ALIAS} ({', '.join(options)})"
 
     def secret_sql(self) -> str | None:
@@ -281,6 +287,11 @@ def prepare_embedded(lake: LakeSettings, school_id: str) -> None:
     catalog = sqlite3.connect(folder / "catalog.sqlite")
     try:
         catalog.execute("pragma journal_mode = wal")
+    except sqlite3.DatabaseError as exc:
+        raise LakeError(
+            f"cannot open the warehouse of {school_id!r} ({lake.describe()}): "
+            f"{folder / 'catalog.sqlite'}: {exc}"
+        ) from exc
     finally:
         catalog.close()
 

@@ -85,7 +85,8 @@ def test_a_runs_last_commit_is_tagged_with_its_run_id(con):
     with audit.transaction(con, run_id="run-7", message="run run-7 finished"):
         audit.upsert_run(con, "run-7", status="succeeded")
     author, message, extra = con.execute(
-        "select author, commit_message, commit_extra_info from lake.snapshots() order by snapshot_id desc limit 1"
+        "select author, commit_message, commit_extra_info from lake.snapshots() "
+        "order by snapshot_id desc limit 1"
     ).fetchone()
     assert (author, message, json.loads(extra)) == ("sisbridge", "run run-7 finished", {"run_id": "run-7"})
 
