@@ -1,4 +1,5 @@
-"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back, run dbt."""
+"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back,
+run dbt on a school's warehouse."""
 
 from __future__ import annotations
 
@@ -288,14 +289,20 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_dbt(args) -> int:
+    from sisbridge import transform
+
     school = school_config(args.school)
+    if not args.dbt_args:
+        raise UsageError("dbt: give dbt's arguments after the options, e.g. `build --select users`")
+    if any(arg in ("--target", "-t") or arg.startswith("--target=") for arg in args.dbt_args):
+        raise UsageError(
+            "dbt: give the target as `sisbridge dbt --target dev|prod`, before dbt's own arguments"
+        )
     prepare_airflow()  # before anything imports Airflow; also refreshes the prod manifest dev defers to
     # Outside a task, Airflow reads connections from its metadata DB only in a server process.
     os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
-    from sisbridge import transform, warehouse
+    from sisbridge import warehouse
 
-    if not args.dbt_args:
-        raise UsageError("dbt: give dbt's arguments after the options, e.g. `build --select users`")
     if args.target == "prod":
         print(
             f"sisbridge dbt: warning: --target prod writes the sync's own tables of {school.school_id}; "
