@@ -34,7 +34,7 @@ EDIT = ("        last_name,\n", "        last_name,\n        first_name || ' ' |
 
 
 def fingerprint(schemas) -> dict[str, tuple]:
-    """Every table's and view's definition, row count and content hash in the given schemas."""
+    """Each table's and view's definition, columns, row count and content hash in the given schemas."""
     with warehouse.connect(SCHOOL_ID, read_only=True) as con:
         relations = con.execute(
             "select schema_name, table_name, sql from duckdb_tables() where database_name = 'lake' "
@@ -44,16 +44,11 @@ def fingerprint(schemas) -> dict[str, tuple]:
         result = {}
         for schema, name, sql in relations:
             if schema in schemas:
-                count, digest = con.execute(
-                    f'select count(*), sum(hash(t)) from "{schema}"."{name}" as t'
-                ).fetchone()
-                result[f"{schema}.{name}"] = (sql, count, digest)
+                relation = f'"{schema}"."{name}"'
+                names = tuple(row[0] for row in con.execute(f"describe {relation}").fetchall())
+                count, digest = con.execute(f"select count(*), sum(hash(t)) from {relation} as t").fetchone()
+                result[f"{schema}.{name}"] = (sql, names, count, digest)
         return result
-
-
-def columns(relation: str) -> list[str]:
-    with warehouse.connect(SCHOOL_ID, read_only=True) as con:
-        return [row[0] for row in con.execute(f"describe {relation}").fetchall()]
 
 
 def doc_commands() -> list[list[str]]:
@@ -128,8 +123,9 @@ def test_the_walkthrough_builds_dev_schemas_and_leaves_production_alone(two_week
     model = project / "models" / "marts" / "users.sql"
     model.write_text(model.read_text(encoding="utf-8").replace(*EDIT), encoding="utf-8")
     succeeded(sisbridge(shell, *build, "--project-dir", str(project)))
-    assert set(fingerprint(DEV_SCHEMAS)) == {"dev_marts.users"}
-    assert "full_name" in columns("dev_marts.users") and "full_name" not in columns("marts.users")
+    dev = fingerprint(DEV_SCHEMAS)
+    assert set(dev) == {"dev_marts.users"}
+    assert "full_name" in dev["dev_marts.users"][1] and "full_name" not in production["marts.users"][1]
     assert fingerprint(PROD_SCHEMAS) == production
 
     # The doc's comparison: no user differs on the columns both versions have.
@@ -146,7 +142,7 @@ def test_the_walkthrough_builds_dev_schemas_and_leaves_production_alone(two_week
     assert {name.removeprefix("dev_") for name in dev} == set(production)
     assert dev["dev_marts.users"][1:] == production["marts.users"][1:]
     assert (
-        dev["dev_snapshots.users_snapshot"][1]
+        dev["dev_snapshots.users_snapshot"][2]
         == two_weeks.query("select count(*) from state.applied_users")[0][0]
     )
     assert fingerprint(PROD_SCHEMAS) == production
