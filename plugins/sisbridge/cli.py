@@ -292,6 +292,8 @@ def cmd_dbt(args) -> int:
     from sisbridge import transform
 
     school = school_config(args.school)
+    if args.dbt_args[:1] == ["--"]:  # `sisbridge dbt --school ID -- --version`: dbt's options first
+        args.dbt_args = args.dbt_args[1:]
     if not args.dbt_args:
         raise UsageError("dbt: give dbt's arguments after the options, e.g. `build --select users`")
     if any(arg in ("--target", "-t") or arg.startswith("--target=") for arg in args.dbt_args):
