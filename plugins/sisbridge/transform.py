@@ -216,8 +216,8 @@ def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple
     a `--project-dir` among the arguments (a copy of the project) wins. Under `dev`, refs to models
     that are not selected and not built in the dev schemas yet resolve to the sync's own tables
     (`--defer` to the prod manifest that `ensure_dbt_manifest` keeps beside the project), so
-    `build --select users` builds `dev_marts.users` from the production intermediate models, and
-    `state:modified` selects what differs from the repository's project.
+    `build --select users` builds `dev_marts.users` from the production intermediate models (and,
+    with a copy of the project, `state:modified` selects what differs from the repository's).
     """
     if target not in DBT_CLI_TARGETS:
         raise ValueError(f"unknown dbt target {target!r}: use one of {', '.join(DBT_CLI_TARGETS)}")
