@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync or onboard a school, query or migrate its warehouse."""
+"""The `sisbridge` command: check a file, sync or onboard a school, query, migrate or dbt its warehouse."""
 
 from __future__ import annotations
 
@@ -48,7 +48,18 @@ def ensure_dbt_manifest() -> Path:
     dbt = Path(sys.executable).parent / "dbt"
     env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_TARGET_PATH": str(project / "target")}
     subprocess.run(
-        [str(dbt), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+        # The prod target: `sisbridge dbt` defers to this manifest's relations (the sync's tables).
+        [
+            str(dbt),
+            "parse",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--target",
+            "prod",
+            "--quiet",
+        ],
         check=True,
         env=env,
         cwd=project,
@@ -332,6 +343,36 @@ def cmd_migrate_warehouse(args) -> int:
     return 0
 
 
+def cmd_dbt(args) -> int:
+    from sisbridge import transform
+
+    school = school_config(args.school)
+    if args.dbt_args[:1] == ["--"]:  # `sisbridge dbt --school ID -- --version`: dbt's options first
+        args.dbt_args = args.dbt_args[1:]
+    if not args.dbt_args:
+        raise UsageError("dbt: give dbt's arguments after the options, e.g. `build --select users`")
+    if any(arg in ("--target", "-t") or arg.startswith("--target=") for arg in args.dbt_args):
+        raise UsageError(
+            "dbt: give the target as `sisbridge dbt --target dev|prod`, before dbt's own arguments"
+        )
+    connections_from_airflow()  # also refreshes the prod manifest dev defers to
+    from sisbridge import warehouse
+
+    if args.target == "prod":
+        print(
+            f"sisbridge dbt: warning: --target prod writes the sync's own tables of {school.school_id}; "
+            "the next push and snapshot read them",
+            file=sys.stderr,
+        )
+    try:
+        return transform.dbt_cli(school, args.target, args.dbt_args, Path(sys.executable).parent / "dbt")
+    except ValueError as exc:
+        raise UsageError(f"dbt: {exc}") from exc
+    except warehouse.LakeError as exc:
+        print(f"sisbridge dbt: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sisbridge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -406,6 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace", action="store_true", help="replace what the school's lake has, even its runs"
     )
     migrate.set_defaults(func=cmd_migrate_warehouse)
+    dbt = commands.add_parser(
+        "dbt",
+        help="run dbt on a school's warehouse; the dev target (default) writes dev_* schemas only",
+        description="Runs dbt against the school's part of the warehouse: `sisbridge dbt --school ID "
+        "build --select users`. The dev target reads the sync's sources and writes dev_staging, "
+        "dev_intermediate, dev_marts and dev_snapshots; prod writes the sync's own tables.",
+    )
+    dbt.add_argument("--school", required=True)
+    dbt.add_argument("--target", choices=("dev", "prod"), default="dev", help="dev (default) or prod")
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER, metavar="DBT_ARGS", help="dbt's own arguments")
+    dbt.set_defaults(func=cmd_dbt)
     return parser
 
 

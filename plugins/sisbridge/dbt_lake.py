@@ -31,3 +31,8 @@ class Plugin(BasePlugin):
                 conn.execute(secret)
             conn.execute(lake.attach_sql(school_id))
         conn.execute(f"use {warehouse.ALIAS}")
+
+    def configure_cursor(self, cursor) -> None:
+        # Each cursor starts in DuckDB's default database: `dbt show --inline "select ... from
+        # marts.users"` (sisbridge dbt, docs/analytics-engineering.md) reads the lake unqualified.
+        cursor.execute(f"use {warehouse.ALIAS}")

@@ -39,20 +39,24 @@ HEADER = {
 }
 
 
+# The small school of these tests, as its config/schools YAML would say.
+SCHOOL_SETTINGS = {
+    "school_id": "tinyu",
+    "name": "Tiny University",
+    "s3": {"bucket": "uconnect-sis-tinyu", "key": "roster.csv", "aws_conn_id": "sis_s3_tinyu"},
+    "identifier": "email",
+    "missing_users": "deactivate",
+    "user_types": {"Undergraduate": "Undergraduate Students", "Alumni": "Alumni"},
+    "graduation": {"date_formats": ["%m/%d/%Y"]},
+    "communities": [
+        {"column": "PROGRAM", "group": "Career Communities", "values": {"Econ": "Business & Finance"}},
+        {"column": "AFFINITY", "group": "Affinity"},
+    ],
+}
+
+
 def make_school(**overrides) -> SchoolConfig:
-    settings = {
-        "school_id": "tinyu",
-        "name": "Tiny University",
-        "s3": {"bucket": "uconnect-sis-tinyu", "key": "roster.csv", "aws_conn_id": "sis_s3_tinyu"},
-        "identifier": "email",
-        "missing_users": "deactivate",
-        "user_types": {"Undergraduate": "Undergraduate Students", "Alumni": "Alumni"},
-        "graduation": {"date_formats": ["%m/%d/%Y"]},
-        "communities": [
-            {"column": "PROGRAM", "group": "Career Communities", "values": {"Econ": "Business & Finance"}},
-            {"column": "AFFINITY", "group": "Affinity"},
-        ],
-    }
+    settings = {**SCHOOL_SETTINGS}
     settings.update(overrides)
     return SchoolConfig.model_validate(settings)
 
