@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export SISBRIDGE_HOME ?= $(CURDIR)/.sisbridge
+# Test processes for `make test` (pytest-xdist): one per core by default.
+TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint format bench docs clean
@@ -29,8 +31,8 @@ install: $(VENV)/.installed dbt_project/target/manifest.json ## Create .venv, in
 demo: install ## Run the demo: local S3 (moto), SQLite store, two schools, two weeks
 	$(BIN)/sisbridge demo
 
-test: install ## Run the whole test suite (starts its own S3 endpoint and PostgreSQL)
-	$(BIN)/pytest
+test: install ## Run the whole test suite on every core (starts its own S3 endpoint and PostgreSQL per worker)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install ## ruff (incl. Airflow AIR rules) and sqlfluff
 	$(BIN)/ruff check .

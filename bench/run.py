@@ -177,10 +177,15 @@ class Bench:
         return {**proc, "run": run, "stages": self.stage_times(school_id, run["run_id"])}
 
     def last_run(self, school_id: str) -> dict:
-        import duckdb
+        from sisbridge import warehouse
 
-        path = Path(self.env["SISBRIDGE_HOME"]) / "warehouse" / f"{school_id}.duckdb"
-        con = duckdb.connect(str(path), read_only=True)
+        # The child's lake: embedded under its SISBRIDGE_HOME unless it has a `sisbridge_lake` connection.
+        lake = warehouse.settings()
+        if lake.kind == warehouse.EMBEDDED:
+            lake = warehouse.LakeSettings(
+                kind=warehouse.EMBEDDED, data_path=str(Path(self.env["SISBRIDGE_HOME"]) / "lake")
+            )
+        con = warehouse.connect(school_id, read_only=True, lake=lake)
         try:
             cur = con.execute("select * from audit.sync_runs order by started_at desc limit 1")
             row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))

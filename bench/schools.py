@@ -217,9 +217,14 @@ def wait_runs(api: Api, stack: Stack, runs: dict[str, str], timeout: float) -> N
 
 
 def warehouse_status(home: Path, school_id: str) -> dict:
-    import duckdb
+    from sisbridge import warehouse
 
-    con = duckdb.connect(str(home / "warehouse" / f"{school_id}.duckdb"), read_only=True)
+    # The workers' lake: the embedded one under their SISBRIDGE_HOME unless a `sisbridge_lake`
+    # connection is set for them.
+    lake = warehouse.settings()
+    if lake.kind == warehouse.EMBEDDED:
+        lake = warehouse.LakeSettings(kind=warehouse.EMBEDDED, data_path=str(home / "lake"))
+    con = warehouse.connect(school_id, read_only=True, lake=lake)
     try:
         status, creates = con.execute(
             "select status, creates from audit.sync_runs order by started_at desc limit 1"

@@ -2,14 +2,25 @@
 
 Airflow reads its configuration when it is first imported, so the throwaway homes must be in the
 environment before any test or library imports it.
+
+It also starts the warehouse's production setup once per session: a PostgreSQL server (the lake's
+catalog, database `lake`) and moto's S3 server in its own process (the lake's data, bucket
+`sisbridge-lake`), reached through the `sisbridge_lake` and `sisbridge_lake_aws` connections. A CLI
+test runs `sisbridge` with a clean environment, so it gets the embedded lake, as a user does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 _HOME = Path(tempfile.mkdtemp(prefix="sisbridge-tests-"))
@@ -26,12 +37,94 @@ for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_
     os.environ.pop(_name, None)
 
 
+LAKE_BUCKET = "sisbridge-lake"
+LAKE_KEYS = ("lake-access-key", "lake-secret-key")
+# The session's servers: `pg` (tests/pgserver.PgServer, shared with the store tests) and `s3` (the
+# endpoint URL of moto's server).
+servers: dict = {}
+_moto: subprocess.Popen | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_moto() -> str:
+    global _moto
+    port = _free_port()
+    log = (_HOME / "moto.log").open("w")
+    moto_server = Path(sys.executable).parent / "moto_server"
+    _moto = subprocess.Popen(
+        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+        env={"PATH": os.environ["PATH"]},
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            if _moto.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start; see {log.name}") from None
+            time.sleep(0.1)
+
+
+def _start_lake() -> None:
+    """PostgreSQL (database `lake`) and S3 (bucket `sisbridge-lake`) for the lake; its connections."""
+    import boto3
+    import sqlalchemy as sa
+    from pgserver import start_server
+
+    servers["pg"] = pg = start_server()
+    admin = sa.create_engine(pg.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("create database lake template template0")
+    admin.dispose()
+    servers["s3"] = endpoint = _start_moto()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=LAKE_KEYS[0],
+        aws_secret_access_key=LAKE_KEYS[1],
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=LAKE_BUCKET)
+    extras = urlencode({"data_path": f"s3://{LAKE_BUCKET}/", "aws_conn_id": "sisbridge_lake_aws"})
+    os.environ["AIRFLOW_CONN_SISBRIDGE_LAKE"] = f"postgres://postgres@127.0.0.1:{pg.port}/lake?{extras}"
+    os.environ["AIRFLOW_CONN_SISBRIDGE_LAKE_AWS"] = json.dumps(
+        {
+            "conn_type": "aws",
+            "login": LAKE_KEYS[0],
+            "password": LAKE_KEYS[1],
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+    )
+
+
 def pytest_configure(config) -> None:
     # The DAGs render their dbt model tasks from dbt's manifest; a fresh clone has none yet.
     from sisbridge.cli import ensure_dbt_manifest
 
     ensure_dbt_manifest()
+    if (
+        config.pluginmanager.hasplugin("xdist")
+        and config.getoption("numprocesses", None)
+        and not hasattr(config, "workerinput")
+    ):
+        return  # pytest-xdist's controller runs no test: each worker starts its own servers
+    _start_lake()
 
 
 def pytest_unconfigure(config) -> None:
+    if _moto is not None:
+        _moto.terminate()
+        _moto.wait(timeout=30)
+    if "pg" in servers:
+        from pgserver import remove_server
+
+        remove_server(servers["pg"])
     shutil.rmtree(_HOME, ignore_errors=True)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from pgserver import PgServer, remove_server, start_server
+from pgserver import PgServer
+
+from tests import airflow_env
 
 _database_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> PgServer:
-    """One PostgreSQL 15 cluster for the session; a failure to start fails the tests (never skips)."""
-    server = start_server()
-    yield server
-    remove_server(server)
+    """The session's PostgreSQL 15 cluster, which also holds the lake's catalog (tests/airflow_env.py)."""
+    return airflow_env.servers["pg"]
 
 
 def _create_database(server: PgServer) -> str:

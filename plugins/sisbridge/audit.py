@@ -1,4 +1,4 @@
-"""The auditors' tables in each school's DuckDB warehouse: sync runs, findings and applied changes.
+"""The auditors' tables in each school's warehouse (its DuckLake): sync runs, findings and applied changes.
 
 Also the applied baseline (`state.*`): the school's users as last pushed to the store. The change
 set of the next run is computed against it, and it only advances after a whole push succeeded.
@@ -11,11 +11,11 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 
-from sisbridge.config import warehouse_memory_limit, warehouse_path
+from sisbridge import fleet
+from sisbridge import warehouse as lake
 
 STATUSES = (
     "running",
@@ -36,7 +36,7 @@ create schema if not exists audit;
 create schema if not exists state;
 
 create table if not exists audit.sync_runs (
-    run_id varchar primary key,
+    run_id varchar not null,
     school_id varchar not null,
     started_at timestamp,
     finished_at timestamp,
@@ -63,8 +63,6 @@ create table if not exists audit.sync_runs (
     details json,
     config_sha256 varchar
 );
--- Warehouses made before the column existed.
-alter table audit.sync_runs add column if not exists config_sha256 varchar;
 
 create table if not exists audit.rejected_rows (
     run_id varchar not null,
@@ -89,10 +87,9 @@ create table if not exists audit.applied_changes (
 );
 """
 
-# The baseline tables carry no primary key. DuckDB keeps an ART index for a key and writes it out at
-# every commit that touches the table: at a million users that cost about 2 s a push. Their keys are
-# still checked at every run, by the unique tests on `stg_state__applied_users` and
-# `stg_state__applied_memberships`, and the baseline is only ever written by key.
+# A DuckLake has no PRIMARY KEY or UNIQUE constraints. `audit.sync_runs` is only ever written by
+# `upsert_run`, one row per run_id. The baseline's keys are checked at every run, by the unique tests
+# on `stg_state__applied_users` and `stg_state__applied_memberships`, and it is only written by key.
 _APPLIED_MEMBERSHIPS = """
 create table if not exists state.applied_memberships (
     external_id varchar not null,
@@ -177,52 +174,90 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+_TABLES = {
+    ("audit", "sync_runs"),
+    ("audit", "rejected_rows"),
+    ("audit", "applied_changes"),
+    ("state", "applied_users"),
+    ("state", "applied_memberships"),
+}
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(_SCHEMA)
-    _drop_state_keys(con)
-    for ddl in _state_schema().values():
-        con.execute(ddl)
+    """Create the audit and baseline schemas and tables that are missing, in one transaction.
 
-
-def _drop_state_keys(con: duckdb.DuckDBPyConnection) -> None:
-    """Rebuild a baseline table that an older version created with a primary key, without it."""
-    state_schema = _state_schema()
-    keyed = [
-        table
-        for (table,) in con.execute(
+    One query finds out whether anything is missing, so that a lake that has them (every task after
+    a school's first) commits no snapshot for it.
+    """
+    present = set(
+        con.execute(
             """
-            select table_name from duckdb_constraints()
-            where schema_name = 'state' and constraint_type = 'PRIMARY KEY'
+            select table_schema, table_name from information_schema.tables
+            where table_catalog = current_database() and table_schema in ('audit', 'state')
             """
         ).fetchall()
-        if table in state_schema
-    ]
-    for table in keyed:
-        con.execute("begin")
-        try:
-            con.execute(f"alter table state.{table} rename to _{table}_keyed")
-            con.execute(state_schema[table])
-            con.execute(f"insert into state.{table} select * from state._{table}_keyed")
-            con.execute(f"drop table state._{table}_keyed")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+    )
+    if _TABLES <= present:
+        return
+    con.execute("begin")
+    try:
+        con.execute(_SCHEMA)
+        for ddl in _state_schema().values():
+            con.execute(ddl)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
 
 
 @contextlib.contextmanager
-def warehouse(school_id: str, *, read_only: bool = False, path: Path | None = None) -> Iterator:
-    """Open the school's warehouse (creating it and its audit schema) and close it afterwards."""
-    path = path or warehouse_path(school_id)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": warehouse_memory_limit()})
+def warehouse(school_id: str, *, read_only: bool = False) -> Iterator:
+    """A connection to the school's warehouse (sisbridge.warehouse.connect), closed afterwards.
+
+    Writable connections get the audit and baseline tables created when they are missing.
+    """
+    con = lake.connect(school_id, read_only=read_only)
     try:
         if not read_only:
             ensure_schema(con)
         yield con
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, message: str | None = None):
+    """One transaction; with `run_id`, the lake snapshot it commits is tagged with the run.
+
+    The tag (`ducklake_snapshots().commit_extra_info` = {"run_id": ...}) is how the lake's time travel
+    finds the state a run left behind.
+    """
+    con.execute("begin")
+    _unpublished[id(con)] = []
+    try:
+        if run_id is not None and _is_ducklake(con):
+            con.execute(
+                f"call {lake.ALIAS}.set_commit_message(?, ?, extra_info => ?)",
+                [lake.COMMIT_AUTHOR, message or f"run {run_id}", json.dumps({"run_id": run_id})],
+            )
+        yield con
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        _unpublished.pop(id(con), None)
+        raise
+    fleet.publish(_unpublished.pop(id(con), []))
+
+
+# Runs whose new status waits for their transaction to commit before the fleet view sees it.
+_unpublished: dict[int, list[dict]] = {}
+
+
+def _is_ducklake(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "select type from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
+    return row is not None and row[0] == "ducklake"
 
 
 def upsert_run(con: duckdb.DuckDBPyConnection, run_id: str, **fields) -> None:
@@ -251,6 +286,12 @@ def upsert_run(con: duckdb.DuckDBPyConnection, run_id: str, **fields) -> None:
             f"update audit.sync_runs set {assignments} where run_id = ?",
             [*fields.values(), run_id],
         )
+    if "status" in fields and _is_ducklake(con):  # not `sisbridge check`'s scratch file
+        row = get_run(con, run_id)
+        if id(con) in _unpublished:
+            _unpublished[id(con)].append(row)
+        else:
+            fleet.publish([row])
 
 
 def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
@@ -311,3 +352,12 @@ def findings_of_run(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Finding
 
 def finding_as_dict(finding: Finding) -> dict:
     return asdict(finding)
+
+
+# The audit and baseline tables, as (schema, name).
+TABLES = frozenset(_TABLES)
+
+
+def schema_ddl() -> str:
+    """The statements that create the audit and baseline tables that are missing (unqualified names)."""
+    return _SCHEMA + "".join(_state_schema().values())

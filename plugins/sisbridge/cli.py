@@ -1,4 +1,4 @@
-"""The `sisbridge` command: check a file, sync a school now, onboard one, run the demo, roll a run back."""
+"""The `sisbridge` command: check a file, sync or onboard a school, query, migrate or dbt its warehouse."""
 
 from __future__ import annotations
 
@@ -48,7 +48,18 @@ def ensure_dbt_manifest() -> Path:
     dbt = Path(sys.executable).parent / "dbt"
     env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_TARGET_PATH": str(project / "target")}
     subprocess.run(
-        [str(dbt), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+        # The prod target: `sisbridge dbt` defers to this manifest's relations (the sync's tables).
+        [
+            str(dbt),
+            "parse",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--target",
+            "prod",
+            "--quiet",
+        ],
         check=True,
         env=env,
         cwd=project,
@@ -128,7 +139,7 @@ def _run_row(school_id: str, dag_run) -> dict:
     """The run's audit row; for a run that failed before writing one, what Airflow knows of it."""
     import duckdb
 
-    from sisbridge import audit
+    from sisbridge import audit, warehouse
 
     reason = f"the DAG run {dag_run.state} before its audit row was written"
     try:
@@ -136,7 +147,7 @@ def _run_row(school_id: str, dag_run) -> dict:
             row = audit.get_run(con, dag_run.run_id)
         if row is not None:
             return row
-    except (duckdb.Error, OSError) as exc:
+    except (duckdb.Error, OSError, warehouse.LakeError) as exc:
         if dag_run.state != "failed":
             raise
         reason = f"the DAG run failed and its warehouse cannot be read: {str(exc).strip().splitlines()[0]}"
@@ -255,10 +266,7 @@ def cmd_demo(args) -> int:
 
 def cmd_rollback(args) -> int:
     school = school_config(args.school)
-    prepare_airflow()  # before anything imports Airflow
-    # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
-    # its own `airflow connections` command declares itself); the store's may be kept there.
-    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+    connections_from_airflow()
     from sisbridge import audit, userstore
 
     engine = userstore.engine_from_connection()
@@ -274,6 +282,95 @@ def cmd_rollback(args) -> int:
         f"audit row {result['rollback_run_id']} (the run is now rolled_back)"
     )
     return 0
+
+
+def connections_from_airflow() -> None:
+    """Read Airflow's connections (the lake's, the store's) from variables or the metadata DB."""
+    # Airflow's info lines (which connection it read) would go to stdout, between the results.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    prepare_airflow()  # before anything imports Airflow
+    # Outside a task, Airflow reads connections from its metadata DB only in a server process (as
+    # its own `airflow connections` command declares itself).
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+
+
+def cmd_sql(args) -> int:
+    school = school_config(args.school)
+    connections_from_airflow()
+    from sisbridge import auditor, warehouse
+
+    try:
+        result = auditor.query(school.school_id, args.query, as_of=args.as_of)
+    except auditor.QueryRefused as exc:
+        print(f"sisbridge sql: refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (auditor.UnknownRun, warehouse.LakeError) as exc:
+        print(f"sisbridge sql: {exc}", file=sys.stderr)
+        return 1
+    except duckdb_error() as exc:
+        print(f"sisbridge sql: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    sys.stdout.write(auditor.to_csv(result) if args.csv else auditor.to_table(result))
+    return 0
+
+
+def duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error
+
+
+def cmd_migrate_warehouse(args) -> int:
+    school = school_config(args.school)
+    from sisbridge import migration
+
+    try:
+        source = migration.check_source(
+            school.school_id, args.source or migration.default_source(school.school_id)
+        )
+    except migration.MigrationError as exc:
+        print(f"sisbridge migrate-warehouse: {exc}", file=sys.stderr)
+        return 1
+    connections_from_airflow()
+    from sisbridge import warehouse
+
+    try:
+        result = migration.migrate(school.school_id, source, replace=args.replace)
+    except (migration.MigrationError, warehouse.LakeError) as exc:
+        print(f"sisbridge migrate-warehouse: {exc}", file=sys.stderr)
+        return 1
+    print(migration.report(result))
+    return 0
+
+
+def cmd_dbt(args) -> int:
+    from sisbridge import transform
+
+    school = school_config(args.school)
+    if args.dbt_args[:1] == ["--"]:  # `sisbridge dbt --school ID -- --version`: dbt's options first
+        args.dbt_args = args.dbt_args[1:]
+    if not args.dbt_args:
+        raise UsageError("dbt: give dbt's arguments after the options, e.g. `build --select users`")
+    if any(arg in ("--target", "-t") or arg.startswith("--target=") for arg in args.dbt_args):
+        raise UsageError(
+            "dbt: give the target as `sisbridge dbt --target dev|prod`, before dbt's own arguments"
+        )
+    connections_from_airflow()  # also refreshes the prod manifest dev defers to
+    from sisbridge import warehouse
+
+    if args.target == "prod":
+        print(
+            f"sisbridge dbt: warning: --target prod writes the sync's own tables of {school.school_id}; "
+            "the next push and snapshot read them",
+            file=sys.stderr,
+        )
+    try:
+        return transform.dbt_cli(school, args.target, args.dbt_args, Path(sys.executable).parent / "dbt")
+    except ValueError as exc:
+        raise UsageError(f"dbt: {exc}") from exc
+    except warehouse.LakeError as exc:
+        print(f"sisbridge dbt: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,10 +418,46 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=240, help="students per demo school (default 240)")
     demo.set_defaults(func=cmd_demo)
 
+    sql = commands.add_parser(
+        "sql", help="read-only SQL over a school's warehouse tables (audit.*, marts.*, snapshots.*)"
+    )
+    sql.add_argument("--school", required=True)
+    sql.add_argument("--as-of", metavar="RUN_ID", help="read the warehouse as it was when that run finished")
+    sql.add_argument("--csv", action="store_true", help="print CSV with a header instead of a table")
+    sql.add_argument("query", metavar="QUERY", help="one SELECT, e.g. 'select * from audit.sync_runs'")
+    sql.set_defaults(func=cmd_sql)
+
     rollback = commands.add_parser("rollback", help="revert a run's applied changes in the store")
     rollback.add_argument("--school", required=True)
     rollback.add_argument("--run", required=True)
     rollback.set_defaults(func=cmd_rollback)
+
+    migrate = commands.add_parser(
+        "migrate-warehouse",
+        help="copy a school's DuckDB warehouse file from before the lake, with its history, into its lake",
+    )
+    migrate.add_argument("--school", required=True)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="the DuckDB file (default $SISBRIDGE_HOME/warehouse/ID.duckdb)",
+    )
+    migrate.add_argument(
+        "--replace", action="store_true", help="replace what the school's lake has, even its runs"
+    )
+    migrate.set_defaults(func=cmd_migrate_warehouse)
+    dbt = commands.add_parser(
+        "dbt",
+        help="run dbt on a school's warehouse; the dev target (default) writes dev_* schemas only",
+        description="Runs dbt against the school's part of the warehouse: `sisbridge dbt --school ID "
+        "build --select users`. The dev target reads the sync's sources and writes dev_staging, "
+        "dev_intermediate, dev_marts and dev_snapshots; prod writes the sync's own tables.",
+    )
+    dbt.add_argument("--school", required=True)
+    dbt.add_argument("--target", choices=("dev", "prod"), default="dev", help="dev (default) or prod")
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER, metavar="DBT_ARGS", help="dbt's own arguments")
+    dbt.set_defaults(func=cmd_dbt)
     return parser
 
 

@@ -167,6 +167,10 @@ class SchoolConfig(_Strict):
     max_file_mb: float = Field(default=512, gt=0)
     stale_after_runs: int = Field(default=2, ge=1)
     approval_timeout_hours: float = Field(default=48, gt=0)
+    # How long the warehouse keeps superseded data for time travel (`sisbridge sql --as-of`); the
+    # weekly maintenance expires older lake snapshots and deletes their files. The SCD2 user history
+    # (snapshots.users_snapshot) and the audit tables are kept whatever this says.
+    lake_retention_days: int = Field(default=90, ge=7)
     notifiers: tuple[NotifierSpec, ...] = ()
 
     @field_validator("schedule")
@@ -391,10 +395,6 @@ def safe_component(value: str) -> str:
 def dag_id(school_id: str) -> str:
     """The id of a school's sync DAG."""
     return f"sis_sync__{school_id}"
-
-
-def warehouse_path(school_id: str) -> Path:
-    return sisbridge_home() / "warehouse" / f"{safe_component(school_id)}.duckdb"
 
 
 def warehouse_memory_limit() -> str:

@@ -67,7 +67,7 @@ def dbt_model_tasks() -> bool:
 
 DOC_MD = """
 ### Roster sync for {name} (`{school_id}`)
-Senses `s3://{bucket}/{key}`, loads it raw into the school's DuckDB warehouse, checks it with Great
+Senses `s3://{bucket}/{key}`, loads it raw into the school's warehouse (a DuckLake), checks it with Great
 Expectations, builds the change set with dbt, guards it, pushes it to the uConnect user store, and
 writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/`).
 
@@ -115,7 +115,9 @@ def _dbt_task_group(school) -> DbtTaskGroup:
     return DbtTaskGroup(
         group_id="transform",
         project_config=ProjectConfig(
-            DBT_PROJECT_DIR, manifest_path=DBT_MANIFEST, env_vars=transform.dbt_env(school.school_id)
+            DBT_PROJECT_DIR,
+            manifest_path=DBT_MANIFEST,
+            env_vars=transform.dbt_env(school.school_id, with_lake=False),
         ),
         profile_config=ProfileConfig(
             profile_name=transform.DBT_PROFILE,
@@ -133,7 +135,13 @@ def _dbt_task_group(school) -> DbtTaskGroup:
             test_behavior=TestBehavior.AFTER_EACH,
             invocation_mode=InvocationMode.DBT_RUNNER,
         ),
-        operator_args={"vars": transform.dbt_vars(school), "install_deps": False},
+        # The lake's settings reach the dbt process through the task's environment (they may hold
+        # secrets, so they are neither rendered into the DAG nor put on a command line).
+        operator_args={
+            "vars": transform.dbt_vars(school),
+            "install_deps": False,
+            "pre_execute": transform.lake_pre_execute,
+        },
     )
 
 

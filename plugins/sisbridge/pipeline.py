@@ -1,9 +1,9 @@
 """What each task of a school's DAG does, one function per task.
 
-Each function opens the school's warehouse, runs its stage, records the outcome in `audit.sync_runs`
-and returns a small `Outcome` (XCom-sized: ids and counts, never data). A stage that ends the run early
-returns `stop=True`; the DAG turns that into a skip, and `finalize` still writes the audit row and
-reports.
+Each function opens the school's warehouse (its DuckLake, sisbridge.warehouse), runs its stage,
+records the outcome in `audit.sync_runs` and returns a small `Outcome` (XCom-sized: ids and counts,
+never data). A stage that ends the run early returns `stop=True`; the DAG turns that into a skip,
+and `finalize` still writes the audit row and reports.
 """
 
 from __future__ import annotations
@@ -172,9 +172,6 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     from sisbridge import reports, transform
 
     school = school_config(school_id)
-    # The transform ran dbt in this process; its DuckDB handle would keep the file locked (and make a
-    # read-only open fail) for a run that ends here, which never reaches the snapshot that closes it.
-    transform._release_warehouse()
     with audit.warehouse(school_id) as con:
         transform.record_transform_findings(con, run_id)
         rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
@@ -307,7 +304,9 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
         if stale is not None:
             log.warning("Stale file: %s", stale)
             _merge_details(con, run_id, stale_file=stale)
-        audit.upsert_run(con, run_id, finished_at=audit.utcnow())
+        # The run's last write: its lake snapshot is tagged with the run id (time travel by run).
+        with audit.transaction(con, run_id=run_id, message=f"run {run_id} of {school_id} finished"):
+            audit.upsert_run(con, run_id, finished_at=audit.utcnow())
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)
         _add_safety_to_summary(paths[0], run)

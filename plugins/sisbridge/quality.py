@@ -528,14 +528,17 @@ def check_file(path: Path, school: SchoolConfig, out_dir: Path | None) -> int:
     graduation, user types and communities) against a temporary home, so nothing else is touched.
     """
     path = Path(path)
+    from sisbridge import warehouse
     from sisbridge.transform import environment
 
-    # DBT_QUIET: a school running `sisbridge check` wants the verdict, not dbt's progress lines.
-    with (
-        tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp,
-        environment({"SISBRIDGE_HOME": tmp, "DBT_QUIET": "true"}),
-    ):
-        loaded, result, accepted, findings = _check_in_warehouse(path, school, out_dir)
+    # The warehouse is a plain DuckDB file in the temporary home (no lake, no extensions: fast, and
+    # nothing of the school's lake is touched). DBT_QUIET: a school running `sisbridge check` wants
+    # the verdict, not dbt's progress lines.
+    with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp:
+        scratch = warehouse.scratch_settings(Path(tmp) / "warehouse").to_env()
+        env = {"SISBRIDGE_HOME": tmp, warehouse.LAKE_ENV: scratch, "DBT_QUIET": "true"}
+        with environment(env):
+            loaded, result, accepted, findings = _check_in_warehouse(path, school, out_dir)
     rows_accepted = loaded.rows_in_file - result.rows_rejected if accepted else 0
     print(_check_summary(path, school, loaded, result, rows_accepted, findings, out_dir))
     return 0 if accepted else 1

@@ -12,8 +12,9 @@ import os
 from collections.abc import Generator
 from pathlib import Path
 
+from sisbridge import warehouse
 from sisbridge.audit import Finding, record_findings
-from sisbridge.config import SchoolConfig, safe_component, sisbridge_home, warehouse_path
+from sisbridge.config import SchoolConfig, safe_component, sisbridge_home
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # The snapshot runs only after a successful push, never as part of the build. The unit tests check the
@@ -21,7 +22,7 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # (`run_unit_tests`) and the weekly build leaves them out.
 BUILD_EXCLUDE = ("resource_type:snapshot", "resource_type:unit_test")
 TRANSFORM_STAGE = "transform"
-DBT_PROFILE, DBT_TARGET = "sisbridge", "warehouse"
+DBT_PROFILE, DBT_TARGET = "sisbridge", "prod"
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,16 @@ def write_config_tables(con, school: SchoolConfig) -> None:
         )
 
 
-def dbt_env(school_id: str) -> dict[str, str]:
-    """Environment for a dbt run on one school's warehouse, with its own target and log folders."""
+def dbt_env(school_id: str, *, with_lake: bool = True) -> dict[str, str]:
+    """Environment for a dbt run on one school's lake, with its own target and log folders.
+
+    with_lake=False leaves out the lake's settings (`SISBRIDGE_LAKE`, which may hold secrets): the
+    DAG file renders Cosmos's tasks with that, and `lake_pre_execute` adds them when a task runs.
+    """
     work_dir = sisbridge_home() / "dbt" / safe_component(school_id)
+    lake = warehouse.dbt_env(school_id) if with_lake else {"SISBRIDGE_SCHOOL_ID": school_id}
     return {
-        "SISBRIDGE_WAREHOUSE_PATH": str(warehouse_path(school_id)),
+        **lake,
         "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         # Separate folders so that two schools' runs never overwrite each other's manifest.
@@ -81,6 +87,15 @@ def dbt_env(school_id: str) -> dict[str, str]:
         # Every node's SQL stays in target/run; the file log keeps dbt's info lines, not its debug events.
         "DBT_LOG_LEVEL_FILE": "info",
     }
+
+
+def lake_pre_execute(context) -> None:
+    """Cosmos's `pre_execute`: put the lake's settings in the task's environment for its dbt process.
+
+    Resolved in the task (from the `sisbridge_lake` connection), never when the DAG is parsed, and
+    handed over in the environment, never on a command line.
+    """
+    os.environ[warehouse.LAKE_ENV] = warehouse.settings().to_env()
 
 
 def dbt_vars(school: SchoolConfig) -> dict:
@@ -93,9 +108,10 @@ def dbt_vars(school: SchoolConfig) -> dict:
 
 
 def _release_warehouse() -> None:
-    """Close the DuckDB database that dbt-duckdb keeps open in this process after a command.
+    """Close the DuckDB instance that dbt-duckdb keeps open in this process after a command.
 
-    Otherwise the file stays locked for other processes, and this process cannot open it read-only.
+    It holds the school's lake attached: the catalog's connection, and for `sisbridge check` the
+    scratch file, which would stay locked.
     """
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
@@ -186,6 +202,53 @@ def record_transform_findings(con, run_id: str) -> int:
     return record_findings(con, run_id, TRANSFORM_STAGE, [Finding(*row) for row in rows])
 
 
+DBT_CLI_TARGETS = ("dev", "prod")
+# The dbt commands that take `--vars` (the school's, as the pipeline passes them).
+_COMMANDS_WITH_VARS = frozenset(
+    {"build", "run", "test", "compile", "show", "snapshot", "seed", "ls", "list", "parse", "run-operation"}
+)
+
+
+def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `sisbridge dbt` (docs/analytics-engineering.md).
+
+    The target travels as `DBT_TARGET`, the project as `DBT_PROJECT_DIR` and `DBT_PROFILES_DIR`, so
+    a `--project-dir` among the arguments (a copy of the project) wins. Under `dev`, refs to models
+    that are not selected and not built in the dev schemas yet resolve to the sync's own tables
+    (`--defer` to the prod manifest that `ensure_dbt_manifest` keeps beside the project), so
+    `build --select users` builds `dev_marts.users` from the production intermediate models (and,
+    with a copy of the project, `state:modified` selects what differs from the repository's).
+    """
+    if target not in DBT_CLI_TARGETS:
+        raise ValueError(f"unknown dbt target {target!r}: use one of {', '.join(DBT_CLI_TARGETS)}")
+    if any(arg in ("--target", "-t") or arg.startswith("--target=") for arg in args):
+        raise ValueError("give the target as `sisbridge dbt --target dev|prod`, before dbt's own arguments")
+    # Apart from the pipeline's own folders: a try must not replace its manifest or partial parse.
+    work_dir = sisbridge_home() / "dbt" / safe_component(school.school_id) / f"cli-{target}"
+    env = {
+        **dbt_env(school.school_id),
+        "DBT_TARGET": target,
+        "DBT_TARGET_PATH": str(work_dir / "target"),
+        "DBT_LOG_PATH": str(work_dir / "logs"),
+        "DO_NOT_TRACK": "1",
+    }
+    if target == "dev":
+        env |= {"DBT_DEFER": "true", "DBT_STATE": str(DBT_PROJECT_DIR / "target")}
+    command = list(args)
+    if command and command[0] in _COMMANDS_WITH_VARS and "--vars" not in command:
+        command += ["--vars", json.dumps(dbt_vars(school))]
+    return command, env
+
+
+def dbt_cli(school: SchoolConfig, target: str, args: list[str], dbt_executable: Path) -> int:
+    """Run dbt for `sisbridge dbt` in a subprocess on the school's lake; returns dbt's exit code."""
+    import subprocess
+
+    command, env = dbt_cli_command(school, target, args)
+    Path(env["DBT_TARGET_PATH"]).mkdir(parents=True, exist_ok=True)
+    return subprocess.run([str(dbt_executable), *command], env={**os.environ, **env}, check=False).returncode
+
+
 def build_docs(target_dir: Path) -> Path:
     """Write dbt's lineage docs (one static `index.html`) into target_dir, without a warehouse."""
     from dbt.cli.main import dbtRunner
@@ -193,8 +256,8 @@ def build_docs(target_dir: Path) -> Path:
     target_dir = Path(target_dir).absolute()
     target_dir.mkdir(parents=True, exist_ok=True)
     env = {
-        # The catalog is left empty, so no warehouse is needed.
-        "SISBRIDGE_WAREHOUSE_PATH": ":memory:",
+        # The catalog is left empty, so no lake is needed: the profile attaches an in-memory one.
+        "SISBRIDGE_SCHOOL_ID": "",
         "DBT_TARGET_PATH": str(target_dir),
         "DBT_LOG_PATH": str(target_dir / "logs"),
     }
@@ -209,6 +272,8 @@ def build_docs(target_dir: Path) -> Path:
                 str(DBT_PROJECT_DIR),
                 "--profiles-dir",
                 str(DBT_PROJECT_DIR),
+                "--target",
+                DBT_TARGET,
             ]
         )
         _release_warehouse()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import duckdb
+import json
+
+import lakes
 import pytest
 
 from sisbridge import audit
@@ -10,10 +12,10 @@ from sisbridge import audit
 
 @pytest.fixture
 def con():
-    connection = duckdb.connect()
-    audit.ensure_schema(connection)
-    yield connection
-    connection.close()
+    """A fresh lake for the school (PostgreSQL catalog, data in moto's S3), as the pipeline opens it."""
+    lakes.wipe("acme")
+    with audit.warehouse("acme") as connection:
+        yield connection
 
 
 @pytest.mark.parametrize("count", [3, 5000])  # the small path and the bulk path
@@ -60,53 +62,38 @@ def test_unknown_status_and_column_are_refused(con):
         audit.Finding("x", "y", severity="fatal")
 
 
-def test_a_baseline_made_with_primary_keys_is_rebuilt_without_them_and_keeps_its_rows(tmp_path):
-    # Older versions keyed the baseline tables; DuckDB wrote those indexes at every commit.
-    path = tmp_path / "old.duckdb"
-    old = duckdb.connect(str(path))
-    old.execute("create schema state")
-    old.execute(
-        """
-        create table state.applied_users (
-            external_id varchar primary key, email varchar, user_id varchar, user_login varchar,
-            first_name varchar, last_name varchar, user_type varchar, graduation_year integer,
-            status varchar not null, email_opt_out boolean not null, applied_run_id varchar not null
-        )
-        """
-    )
-    old.execute(
-        """
-        create table state.applied_memberships (
-            external_id varchar not null, community_group varchar not null, community varchar not null,
-            primary key (external_id, community_group, community)
-        )
-        """
-    )
-    old.execute(
-        "insert into state.applied_users values "
-        "('a@x.edu', 'a@x.edu', null, null, 'Ada', 'L', 'Alumni', 2020, 'active', false, 'r1')"
-    )
-    old.execute("insert into state.applied_memberships values ('a@x.edu', 'Affinity', 'Chess')")
-    old.close()
+def test_the_schema_is_created_once_and_a_second_open_commits_nothing(con):
+    # The fixture's open created it; opening again must not add a lake snapshot.
+    snapshots = con.execute("select count(*) from lake.snapshots()").fetchone()[0]
+    audit.ensure_schema(con)
+    assert con.execute("select count(*) from lake.snapshots()").fetchone()[0] == snapshots
+    tables = con.execute(
+        "select table_schema || '.' || table_name from information_schema.tables "
+        "where table_catalog = 'lake' order by all"
+    ).fetchall()
+    assert tables == [
+        ("audit.applied_changes",),
+        ("audit.rejected_rows",),
+        ("audit.sync_runs",),
+        ("state.applied_memberships",),
+        ("state.applied_users",),
+    ]
 
-    for _ in range(2):  # the second open finds nothing to rebuild
-        with audit.warehouse("old", path=path) as con:
-            keys = con.execute(
-                "select table_name, constraint_type from duckdb_constraints() where schema_name = 'state'"
-            ).fetchall()
-            assert ("applied_users", "PRIMARY KEY") not in keys
-            assert ("applied_memberships", "PRIMARY KEY") not in keys
-            assert ("applied_users", "NOT NULL") in keys
-            assert con.execute(
-                "select external_id, first_name, graduation_year from state.applied_users"
-            ).fetchall() == [("a@x.edu", "Ada", 2020)]
-            assert con.execute("select * from state.applied_memberships").fetchall() == [
-                ("a@x.edu", "Affinity", "Chess")
-            ]
-            tables = {
-                t
-                for (t,) in con.execute(
-                    "select table_name from duckdb_tables() where schema_name = 'state'"
-                ).fetchall()
-            }
-            assert tables == {"applied_users", "applied_memberships"}
+
+def test_a_runs_last_commit_is_tagged_with_its_run_id(con):
+    audit.upsert_run(con, "run-7", school_id="acme", status="running")
+    with audit.transaction(con, run_id="run-7", message="run run-7 finished"):
+        audit.upsert_run(con, "run-7", status="succeeded")
+    author, message, extra = con.execute(
+        "select author, commit_message, commit_extra_info from lake.snapshots() "
+        "order by snapshot_id desc limit 1"
+    ).fetchone()
+    assert (author, message, json.loads(extra)) == ("sisbridge", "run run-7 finished", {"run_id": "run-7"})
+
+
+def test_a_failed_transaction_leaves_the_run_row_as_it_was(con):
+    audit.upsert_run(con, "run-8", school_id="acme", status="running")
+    with pytest.raises(ValueError), audit.transaction(con, run_id="run-8"):
+        audit.upsert_run(con, "run-8", status="succeeded")
+        raise ValueError("the write after it failed")
+    assert audit.get_run(con, "run-8")["status"] == "running"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sisbridge import audit, demo
+from sisbridge import audit, demo, warehouse
 from tests.cli.conftest import BIN, STUDENTS, counts, roster, summary, upload
 
 pytestmark = pytest.mark.e2e
@@ -106,39 +106,67 @@ def test_an_unknown_school_is_one_line_that_names_the_schools_folder(shell, args
     shell.assert_home_untouched()
 
 
-# Another process holds the school's warehouse open, so no task of the run can open it for writing
-# and no audit row is ever written: an auditor reading it (DuckDB lets readers share a file, but not
-# with a writer), or a writer, whose lock also keeps `sync` from reading it after the run.
-@pytest.mark.parametrize(
-    ("holder", "reason"),
-    [
-        ("reader", r"the DAG run failed before its audit row was written"),
-        ("writer", r"the DAG run failed and its warehouse cannot be read: IO Error: Could not set lock .*"),
-    ],
-)
-def test_a_run_that_fails_before_its_audit_row_exits_non_zero_with_its_summary(
-    shell, s3_endpoint, monkeypatch, holder, reason
+def test_an_auditor_reading_the_embedded_lake_neither_blocks_nor_fails_a_sync(
+    shell, s3_endpoint, monkeypatch
 ):
-    school_id = f"plain_locked_{holder}"
+    # A user with no `sisbridge_lake` connection gets the embedded lake under SISBRIDGE_HOME.
+    school_id = "plain_audited"
     shell.write_school(school_id)
     upload(s3_endpoint, school_id, roster())
     monkeypatch.setenv("SISBRIDGE_HOME", str(shell.sisbridge_home))
-    with audit.warehouse(school_id):
-        pass  # the warehouse exists, as after any earlier run
+    embedded = warehouse.embedded_settings()
+    con = warehouse.connect(school_id, lake=embedded)
+    audit.ensure_schema(con)  # the lake exists, as after any earlier run
+    con.close()
+    warehouse.release(school_id)
 
-    with audit.warehouse(school_id, read_only=holder == "reader"):
-        failed = shell.sync(school_id, env=shell.connection_env(school_id, s3_endpoint))
+    # The auditor (this process) holds a transaction open for the whole sync (another process).
+    with warehouse.connect(school_id, read_only=True, lake=embedded) as auditor:
+        auditor.execute("begin")
+        assert auditor.execute("select count(*) from audit.sync_runs").fetchone() == (0,)
+        synced = shell.sync(school_id, env=shell.connection_env(school_id, s3_endpoint))
+        assert auditor.execute("select count(*) from audit.sync_runs").fetchone() == (0,)
+        auditor.execute("commit")
+
+    assert (synced.returncode, synced.stderr) == (0, ""), synced.stdout + synced.stderr
+    assert summary(synced.stdout)[2] == "succeeded"
+    assert shell.store_users(school_id) == EMAILS
+    school_dir = shell.sisbridge_home / "lake" / "schools" / school_id
+    assert (school_dir / "catalog.sqlite").is_file()
+    assert any((school_dir / "data").rglob("*.parquet"))
+    with warehouse.connect(school_id, read_only=True, lake=embedded) as auditor:
+        assert auditor.execute("select status, creates from audit.sync_runs").fetchall() == [
+            ("succeeded", 20)
+        ]
+        assert auditor.execute("select count(*) from marts.users").fetchone() == (20,)
+    shell.assert_home_untouched()
+
+
+def test_a_run_that_fails_before_its_audit_row_exits_non_zero_with_its_summary(shell, s3_endpoint):
+    school_id = "plain_broken_lake"
+    shell.write_school(school_id)
+    upload(s3_endpoint, school_id, roster())
+    # The school's embedded lake has a catalog that is not a database: no task can open it.
+    school_dir = shell.sisbridge_home / "lake" / "schools" / school_id
+    school_dir.mkdir(parents=True)
+    (school_dir / "catalog.sqlite").write_bytes(
+        b"this is not a SQLite database, but long enough to look at" * 4
+    )
+
+    failed = shell.sync(school_id, env=shell.connection_env(school_id, s3_endpoint))
 
     assert (failed.returncode, failed.stderr) == (1, ""), failed.stdout + failed.stderr
     failed_school, run_id, status = summary(failed.stdout)
     assert (failed_school, run_id[:8]) == (school_id, "manual__")
+    reason = (
+        rf"the DAG run failed and its warehouse cannot be read: cannot open the warehouse of "
+        rf"'{school_id}' \(embedded DuckLake \(SQLite catalogs\) in .*\): .*not a database.*"
+    )
     assert re.fullmatch(rf"failed \({reason}; failed tasks: finalize, load_raw\)", status), status
     assert set(counts(failed.stdout).values()) == {0}
     assert "Traceback" not in failed.stdout
     log = Path(failed.stdout.splitlines()[2].removeprefix("  log: "))
-    assert "Conflicting lock" in log.read_text(encoding="utf-8")
-    with audit.warehouse(school_id, read_only=True) as con:
-        assert audit.get_run(con, run_id) is None
+    assert "not a database" in log.read_text(encoding="utf-8")
     shell.assert_home_untouched()
 
 

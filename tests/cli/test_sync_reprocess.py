@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sisbridge import audit
+from sisbridge import audit, warehouse
 from tests.cli.conftest import HEADER, STUDENTS, counts, roster, summary, upload
 
 pytestmark = pytest.mark.e2e
@@ -19,8 +19,9 @@ def sync_env(shell, school_id: str, s3_endpoint: str) -> dict:
 
 
 def audit_rows(shell, school_id: str, monkeypatch) -> list[dict]:
+    # The command ran with a clean environment: it used the embedded lake under its SISBRIDGE_HOME.
     monkeypatch.setenv("SISBRIDGE_HOME", str(shell.sisbridge_home))
-    with audit.warehouse(school_id, read_only=True) as con:
+    with warehouse.connect(school_id, read_only=True, lake=warehouse.embedded_settings()) as con:
         run_ids = [
             row[0] for row in con.execute("select run_id from audit.sync_runs order by started_at").fetchall()
         ]

@@ -22,7 +22,9 @@ def test_a_bad_school_config_is_an_import_error_of_the_dag_file(tmp_path, monkey
     bag = DagBag(dag_folder=str(DAGS))
 
     quay_file = str(shard_file("quay"))
-    assert bag.dag_ids == []
+    assert bag.dag_ids == [
+        "sis_lake_maintenance"
+    ]  # the other DAG file parses: its school list is read at run time
     assert list(bag.import_errors) == [quay_file]
     error = bag.import_errors[quay_file]
     assert f"ConfigError: {tmp_path / 'quay.yaml'}: " in error
@@ -37,4 +39,4 @@ def test_the_same_school_without_the_mistake_parses(tmp_path, monkeypatch):
 
     bag = DagBag(dag_folder=str(DAGS))
 
-    assert (bag.import_errors, bag.dag_ids) == ({}, ["sis_sync__quay"])
+    assert (bag.import_errors, sorted(bag.dag_ids)) == ({}, ["sis_lake_maintenance", "sis_sync__quay"])

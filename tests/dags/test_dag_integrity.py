@@ -15,7 +15,8 @@ from sisbridge import dag_factory
 from sisbridge.config import load_schools
 
 ROOT = Path(__file__).resolve().parents[2]
-DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+DAG_FILES = sorted((ROOT / "dags").glob("sis_sync_*.py"))
+MAINTENANCE = "sis_lake_maintenance"
 TASK_ORDER = ["wait_for_file", "load_raw", "validate", "transform", "guard", "approve", "push", "finalize"]
 
 
@@ -26,14 +27,31 @@ def dagbag():
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
+@pytest.fixture(scope="module")
+def sync_dags(dagbag) -> dict:
+    """The schools' sync DAGs (every DAG but the lake's maintenance)."""
+    return {dag_id: dag for dag_id, dag in dagbag.dags.items() if dag_id != MAINTENANCE}
+
+
 def test_every_school_yaml_has_an_importable_dag(dagbag):
     assert dagbag.import_errors == {}
     expected = {f"sis_sync__{school.school_id}" for school in load_schools()}
-    assert set(dagbag.dag_ids) == expected and expected
+    assert set(dagbag.dag_ids) == expected | {MAINTENANCE} and expected
 
 
-def test_dags_are_tagged_retried_and_single_run(dagbag):
-    for dag_id, dag in dagbag.dags.items():
+def test_the_lake_maintenance_runs_weekly_one_mapped_task_per_school(dagbag):
+    dag = dagbag.dags[MAINTENANCE]
+    assert dag.timetable.expression == "0 6 * * 0"
+    assert (dag.max_active_runs, dag.catchup, set(dag.tags)) == (1, False, {"sis", "maintenance"})
+    tasks = {task.task_id: task for task in dag.tasks}
+    assert set(tasks) == {"schools", "maintain"}
+    assert tasks["maintain"].get_flat_relative_ids(upstream=True) == {"schools"}
+    assert type(tasks["maintain"]).__name__.endswith("MappedOperator")
+    assert all(task.retries >= 2 for task in tasks.values())
+
+
+def test_dags_are_tagged_retried_and_single_run(sync_dags):
+    for dag_id, dag in sync_dags.items():
         school_id = dag_id.removeprefix("sis_sync__")
         assert set(dag.tags) == {"sis", school_id}
         assert dag.max_active_runs == 1
@@ -49,8 +67,8 @@ def _top_level(task_id: str) -> str:
     return task_id.split(".", 1)[0]
 
 
-def test_tasks_run_in_the_contract_order(dagbag):
-    for dag in dagbag.dags.values():
+def test_tasks_run_in_the_contract_order(sync_dags):
+    for dag in sync_dags.values():
         tasks = {task.task_id: task for task in dag.tasks}
         assert {_top_level(t) for t in tasks} == set(TASK_ORDER)
         transform = [t for t in tasks if t.startswith("transform.")]
@@ -64,9 +82,9 @@ def test_tasks_run_in_the_contract_order(dagbag):
         assert tasks["finalize"].trigger_rule == "all_done"
 
 
-def test_schedule_and_timezone_come_from_the_config(dagbag):
+def test_schedule_and_timezone_come_from_the_config(sync_dags):
     schools = {s.school_id: s for s in load_schools()}
-    for dag_id, dag in dagbag.dags.items():
+    for dag_id, dag in sync_dags.items():
         school = schools[dag_id.removeprefix("sis_sync__")]
         assert dag.timetable.expression == school.schedule
         assert str(dag.timetable.timezone) == school.timezone
@@ -77,7 +95,7 @@ def test_dag_files_parse_without_connections_warehouse_or_network():
     env["SISBRIDGE_HOME"] = "/nonexistent/sisbridge-home"
     code = "import runpy, sys\nfor path in sys.argv[1:]:\n    runpy.run_path(path)"
     result = subprocess.run(
-        [sys.executable, "-c", code, *map(str, DAG_FILES)],
+        [sys.executable, "-c", code, *map(str, DAG_FILES), str(ROOT / "dags" / f"{MAINTENANCE}.py")],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -93,6 +111,9 @@ def test_dag_files_parse_without_connections_warehouse_or_network():
 
 def test_the_dag_files_are_the_shards_each_a_thin_stub():
     assert [path.name for path in DAG_FILES] == [f"sis_sync_{n:02d}.py" for n in range(dag_factory.SHARDS)]
+    assert sorted(path.name for path in (ROOT / "dags").glob("*.py")) == sorted(
+        [*(path.name for path in DAG_FILES), f"{MAINTENANCE}.py"]
+    )
     for number, path in enumerate(DAG_FILES):
         body = ast.parse(path.read_text(encoding="utf-8")).body
         docstring, imported, call = (ast.unparse(node) for node in body)
@@ -197,4 +218,4 @@ def test_a_broken_config_fails_its_own_dag_file_only(tmp_path, monkeypatch):
     acme_file = str(dag_factory.shard_file("acme"))
     assert list(bag.import_errors) == [acme_file]
     assert f"{tmp_path / 'acme.yaml'}: missing_users" in bag.import_errors[acme_file]
-    assert sorted(bag.dag_ids) == ["sis_sync__globex", "sis_sync__northwind"]
+    assert sorted(bag.dag_ids) == [MAINTENANCE, "sis_sync__globex", "sis_sync__northwind"]

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
+import lakes
 import pytest
 
-from sisbridge import audit
+from sisbridge import audit, warehouse
 from sisbridge.audit import utcnow
-from sisbridge.config import SchoolConfig, warehouse_path
+from sisbridge.config import SchoolConfig
 from sisbridge.transform import record_transform_findings, run_build, run_snapshot, write_config_tables
 
 ROSTER_COLUMNS = (
@@ -38,20 +39,24 @@ HEADER = {
 }
 
 
+# The small school of these tests, as its config/schools YAML would say.
+SCHOOL_SETTINGS = {
+    "school_id": "tinyu",
+    "name": "Tiny University",
+    "s3": {"bucket": "uconnect-sis-tinyu", "key": "roster.csv", "aws_conn_id": "sis_s3_tinyu"},
+    "identifier": "email",
+    "missing_users": "deactivate",
+    "user_types": {"Undergraduate": "Undergraduate Students", "Alumni": "Alumni"},
+    "graduation": {"date_formats": ["%m/%d/%Y"]},
+    "communities": [
+        {"column": "PROGRAM", "group": "Career Communities", "values": {"Econ": "Business & Finance"}},
+        {"column": "AFFINITY", "group": "Affinity"},
+    ],
+}
+
+
 def make_school(**overrides) -> SchoolConfig:
-    settings = {
-        "school_id": "tinyu",
-        "name": "Tiny University",
-        "s3": {"bucket": "uconnect-sis-tinyu", "key": "roster.csv", "aws_conn_id": "sis_s3_tinyu"},
-        "identifier": "email",
-        "missing_users": "deactivate",
-        "user_types": {"Undergraduate": "Undergraduate Students", "Alumni": "Alumni"},
-        "graduation": {"date_formats": ["%m/%d/%Y"]},
-        "communities": [
-            {"column": "PROGRAM", "group": "Career Communities", "values": {"Econ": "Business & Finance"}},
-            {"column": "AFFINITY", "group": "Affinity"},
-        ],
-    }
+    settings = {**SCHOOL_SETTINGS}
     settings.update(overrides)
     return SchoolConfig.model_validate(settings)
 
@@ -69,7 +74,7 @@ def load_week(
 
     Each record is a dict of roster columns plus community columns (PROGRAM, AFFINITY) as file cells.
     """
-    with open_warehouse(school) as con:
+    with open_warehouse(school) as con, audit.transaction(con):
         con.execute("create schema if not exists raw")
         con.execute(
             "create or replace table raw.roster (line_number integer, "
@@ -138,7 +143,7 @@ def simulate_push(school: SchoolConfig, run_id: str) -> None:
 
 
 def query(school: SchoolConfig, sql: str, params=None) -> list[tuple]:
-    with duckdb.connect(str(warehouse_path(school.school_id)), read_only=True) as con:
+    with warehouse.connect(school.school_id, read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
 
 
@@ -262,6 +267,7 @@ def two_weeks(tmp_path_factory) -> TwoWeeks:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SISBRIDGE_HOME", str(tmp_path_factory.mktemp("sisbridge_home")))
         school = make_school()
+        lakes.wipe(school.school_id)
         result = TwoWeeks(school)
         with open_warehouse(school) as con:
             # Barbara left earlier and was deactivated by a previous run.
@@ -288,6 +294,7 @@ def built_week_1(tmp_path, monkeypatch) -> SchoolConfig:
     """A school whose week-1 file is loaded and built (no push, no snapshot)."""
     monkeypatch.setenv("SISBRIDGE_HOME", str(tmp_path))
     school = make_school(school_id="unitu")
+    lakes.wipe(school.school_id)
     load_week(school, "week-1", WEEK_1, {5: "email_invalid"})
     run_build(school, "week-1")
     return school
@@ -298,6 +305,7 @@ def duplicate_emails(tmp_path, monkeypatch) -> SchoolConfig:
     """A school whose file has two records for one email, loaded with no row rejected."""
     monkeypatch.setenv("SISBRIDGE_HOME", str(tmp_path))
     school = make_school(school_id="dupu")
+    lakes.wipe(school.school_id)
     record = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.edu"}
     load_week(school, "run-1", [record, {**record, "email": " ADA@example.edu"}])
     return school

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sisbridge import audit
-from sisbridge.config import warehouse_path
+from sisbridge import audit, warehouse
 
 AUDITING_DOC = Path(__file__).resolve().parents[2] / "docs" / "auditing.md"
 WEEK_1_AT = datetime(2026, 11, 21, 23, 5)
@@ -32,9 +31,7 @@ def doc_queries() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def audited(two_weeks):
     """The two runs recorded as the pipeline records them, plus a held run and a rejected one."""
-    import duckdb
-
-    con = duckdb.connect(str(warehouse_path(two_weeks.school.school_id)))
+    con = warehouse.connect(two_weeks.school.school_id)
     audit.ensure_schema(con)
     file = {"file_key": "roster.csv", "file_version_id": "v1", "file_sha256": "ab12", "file_bytes": 100}
     audit.upsert_run(con, "week-1", school_id="tinyu", started_at=WEEK_1_AT, status="succeeded", **file)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 
+from sisbridge import warehouse
 from sisbridge.config import load_school
 from sisbridge.transform import dbt_env, write_config_tables
 
@@ -46,9 +47,16 @@ def test_globex_has_no_date_formats_and_a_user_id_identifier():
     ).fetchall() == [("Nursing",), ("Pre-Med",)]
 
 
-def test_dbt_env_points_at_the_school_warehouse(tmp_path, monkeypatch):
+def test_dbt_env_points_at_the_school_lake(tmp_path, monkeypatch):
     monkeypatch.setenv("SISBRIDGE_HOME", str(tmp_path))
     env = dbt_env("acme")
-    assert env["SISBRIDGE_WAREHOUSE_PATH"] == str(tmp_path / "warehouse" / "acme.duckdb")
+    assert env["SISBRIDGE_SCHOOL_ID"] == "acme"
+    lake = warehouse.LakeSettings.from_env(env[warehouse.LAKE_ENV])
+    assert lake == warehouse.settings()
+    assert lake.attach_sql("acme").startswith("attach 'ducklake:postgres:")
+    assert "metadata_schema 'school_acme'" in lake.attach_sql("acme")
+    assert "data_path 's3://sisbridge-lake/schools/acme/'" in lake.attach_sql("acme")
+    # The DAG file renders Cosmos's tasks without the lake's settings (they may hold secrets).
+    assert warehouse.LAKE_ENV not in dbt_env("acme", with_lake=False)
     assert env["DBT_TARGET_PATH"] == str(tmp_path / "dbt" / "acme" / "target")
     assert env["DBT_LOG_PATH"] == str(tmp_path / "dbt" / "acme" / "logs")

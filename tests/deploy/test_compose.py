@@ -45,13 +45,13 @@ def test_airflow_runs_a_custom_image_built_from_requirements():
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in service["environment"]
 
 
-def test_code_config_and_warehouse_are_mounted_where_the_dag_looks():
+def test_code_and_config_are_mounted_where_the_dag_looks_and_no_volume_holds_the_warehouse():
     scheduler = compose()["services"]["airflow-scheduler"]
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in scheduler["volumes"]}
     for folder in ("dags", "plugins", "dbt_project", "expectations", "config"):
         assert mounts[f"/opt/sisbridge/{folder}"] == f"./{folder}"
     env = scheduler["environment"]
-    assert mounts[env["SISBRIDGE_HOME"]] == "warehouse"
+    assert mounts[env["SISBRIDGE_HOME"]] == "sisbridge-home"  # scratch and reports
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/sisbridge/dags"
     assert env["SISBRIDGE_SCHOOLS_DIR"] == "/opt/sisbridge/config/schools"
 
@@ -63,6 +63,23 @@ def test_every_demo_school_has_a_connection_and_a_bucket():
         assert f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}" in env
         assert school.s3.bucket in buckets_job
     assert env["AIRFLOW_CONN_UCONNECT_USER_STORE"].startswith("postgresql://")
+
+
+def test_the_warehouse_is_a_lake_in_the_stacks_postgresql_and_minio():
+    from airflow.models.connection import Connection
+
+    env = env_example()
+    lake = Connection(conn_id="sisbridge_lake", uri=env["AIRFLOW_CONN_SISBRIDGE_LAKE"])
+    assert (lake.conn_type, lake.host, lake.schema) == ("postgres", "postgres", "lake")
+    assert lake.extra_dejson == {"data_path": "s3://sisbridge-lake/", "aws_conn_id": "sisbridge_lake_aws"}
+    aws = json.loads(env["AIRFLOW_CONN_SISBRIDGE_LAKE_AWS"])
+    assert (aws["conn_type"], aws["extra"]["endpoint_url"]) == ("aws", "http://minio:9000")
+    assert "create database lake;" in (ROOT / "docker" / "postgres-init.sql").read_text()
+    assert (
+        "mc mb --ignore-existing local/sisbridge-lake"
+        in compose()["services"]["minio-create-buckets"]["entrypoint"]
+    )
+
     assert (ROOT / ".env") not in ROOT.iterdir() or ".env" in (ROOT / ".gitignore").read_text()
 
 
@@ -152,7 +169,7 @@ def test_the_init_service_makes_the_dags_importable_on_a_fresh_clone(tmp_path, p
     assert service["working_dir"] == "/opt/sisbridge"
     assert not (clone / "dbt_project" / "target").exists()
     before = dag_import(clone, env)
-    assert before["dags"] == [] and "manifest" in json.dumps(before["errors"]).lower()
+    assert before["dags"] == ["sis_lake_maintenance"] and "manifest" in json.dumps(before["errors"]).lower()
 
     # The init's exact command, as compose runs it: interpolated from .env, in its working_dir.
     command = [interpolate(part, {"AIRFLOW_UID": str(os.getuid())}) for part in service["command"]]
@@ -161,4 +178,4 @@ def test_the_init_service_makes_the_dags_importable_on_a_fresh_clone(tmp_path, p
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert (clone / "dbt_project" / "target" / "manifest.json").is_file()
     after = dag_import(clone, env)
-    assert after == {"dags": ["sis_sync__acme", "sis_sync__globex"], "errors": {}}
+    assert after == {"dags": ["sis_lake_maintenance", "sis_sync__acme", "sis_sync__globex"], "errors": {}}

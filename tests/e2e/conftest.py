@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 
+import lakes
 import pytest
 import sqlalchemy as sa
 
 from sisbridge import demo
-from sisbridge.config import load_school, schools_dir, sisbridge_home, warehouse_path
+from sisbridge.config import load_school, schools_dir, sisbridge_home
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,7 @@ def school_env(s3_endpoint, airflow_ready, store_url, monkeypatch):
                 s3.delete_object(Bucket=school.s3.bucket, Key=version["Key"], VersionId=version["VersionId"])
         else:
             demo.create_bucket(s3, school.s3.bucket)
-        warehouse_path(school_id).unlink(missing_ok=True)
+        lakes.wipe(school_id)
         shutil.rmtree(sisbridge_home() / "reports" / school_id, ignore_errors=True)
         return school, s3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import lakes
 import pytest
 
 from sisbridge import audit, demo, landing
@@ -73,7 +74,8 @@ def _run(con, run_id: str, sha: str | None, status: str, started_at: str) -> Non
 
 
 def test_last_processed_file_ignores_runs_that_applied_nothing(tmp_path):
-    with audit.warehouse("acme", path=tmp_path / "acme.duckdb") as con:
+    lakes.wipe("acme")
+    with audit.warehouse("acme") as con:
         _run(con, "r1", "aaa", "succeeded", "2026-11-07 23:00")
         _run(con, "r2", "bbb", "held", "2026-11-14 23:00")
         _run(con, "r3", "ccc", "failed", "2026-11-21 23:00")
@@ -85,7 +87,8 @@ def test_last_processed_file_ignores_runs_that_applied_nothing(tmp_path):
 
 
 def test_unchanged_since_counts_the_runs_that_saw_the_same_content(tmp_path):
-    with audit.warehouse("acme", path=tmp_path / "acme.duckdb") as con:
+    lakes.wipe("acme")
+    with audit.warehouse("acme") as con:
         _run(con, "r1", "old", "succeeded", "2026-11-07 23:00")
         _run(con, "r2", "same", "succeeded", "2026-11-14 23:00")
         _run(con, "r3", "same", "unchanged", "2026-11-21 23:00")

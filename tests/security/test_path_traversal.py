@@ -10,8 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sisbridge import demo, pipeline, reports, transform
-from sisbridge.config import ConfigError, load_school, reports_dir, sisbridge_home, warehouse_path
+from sisbridge import demo, pipeline, reports, transform, warehouse
+from sisbridge.config import ConfigError, load_school, reports_dir, sisbridge_home
 
 CLIMBERS = [
     "..",
@@ -99,7 +99,8 @@ def stays_below(make_path, root: Path) -> bool:
 @pytest.mark.parametrize("hostile", CLIMBERS)
 def test_hostile_ids_stay_inside_their_folders(hostile):
     home = sisbridge_home()
-    assert stays_below(lambda: warehouse_path(hostile), home / "warehouse")
+    embedded = warehouse.embedded_settings()
+    assert stays_below(lambda: embedded.school_dir(hostile), home / "lake" / "schools")
     assert stays_below(lambda: reports_dir(hostile, "run").parent, home / "reports")
     assert stays_below(lambda: reports_dir("acme", hostile), home / "reports" / "acme")
     assert stays_below(lambda: pipeline.landing_dir("acme", hostile), home / "landing" / "acme")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 
+import lakes
 import pytest
 import sqlalchemy as sa
 
 from sisbridge import audit, demo, normalize, pipeline, transform, userstore
-from sisbridge.config import reports_dir, warehouse_path
+from sisbridge.config import reports_dir
 from tests.security.conftest import (
     IDENT_INJECTION,
     LITERAL_INJECTION,
@@ -111,7 +112,7 @@ def _run_hostile_school(s3_endpoint: str, pg_url: str):
     s3 = demo.s3_client(s3_endpoint)
     demo.create_bucket(s3, BUCKET)
     s3.put_object(Bucket=BUCKET, Key="roster.csv", Body=roster_bytes(rows))
-    warehouse_path(SCHOOL_ID).unlink(missing_ok=True)
+    lakes.wipe(SCHOOL_ID)
     outcomes = [pipeline.load_raw(SCHOOL_ID, RUN_ID, None, s3=s3), pipeline.validate(SCHOOL_ID, RUN_ID)]
     transform.run_build(school, RUN_ID)
     outcomes += [pipeline.guard(SCHOOL_ID, RUN_ID), pipeline.push(SCHOOL_ID, RUN_ID, engine=engine)]

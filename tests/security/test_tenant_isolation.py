@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sisbridge import pipeline, transform
-from sisbridge.config import load_schools, warehouse_path
+from sisbridge.config import load_schools
 from tests.security.conftest import PROJECT_ROOT
 
 
@@ -24,7 +24,8 @@ def other_schools_names(school, schools) -> set[str]:
     names = set()
     for other in schools:
         if other.school_id != school.school_id:
-            names |= {other.s3.aws_conn_id, other.s3.bucket, str(warehouse_path(other.school_id))}
+            other_env = transform.dbt_env(other.school_id, with_lake=False)
+            names |= {other.s3.aws_conn_id, other.s3.bucket, other_env["DBT_TARGET_PATH"]}
     return names
 
 
@@ -39,11 +40,15 @@ def test_every_task_uses_its_own_schools_connection_bucket_and_warehouse(dags):
             school.s3.bucket,
             school.s3.key,
         )
-        own_env = transform.dbt_env(school.school_id)
+        own_env = transform.dbt_env(school.school_id, with_lake=False)
+        assert own_env["SISBRIDGE_SCHOOL_ID"] == school.school_id
         dbt_tasks = [task for task in dag.tasks if isinstance(getattr(task, "env", None), dict)]
         assert len(dbt_tasks) > 10  # the producer and every model's run and test task
         for task in dbt_tasks:
             assert {key: task.env[key] for key in own_env} == own_env, task.task_id
+            # The lake's settings (which may hold secrets) are added when the task runs, not rendered.
+            assert "SISBRIDGE_LAKE" not in task.env, task.task_id
+            assert task._pre_execute_hook is transform.lake_pre_execute, task.task_id
         foreign = other_schools_names(school, schools)
         for task in dag.tasks:
             settings = json.dumps(

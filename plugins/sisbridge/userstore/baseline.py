@@ -30,7 +30,7 @@ create table if not exists audit.applied_before (
     captured_at timestamp not null
 );
 create table if not exists audit.push_runs (
-    run_id varchar primary key,
+    run_id varchar not null,  -- one row per run (a DuckLake has no keys)
     school_id varchar not null,
     batch_size integer not null,
     batches integer not null,
