@@ -199,6 +199,12 @@ def settings() -> LakeSettings:
 
 def _lake_connection():
     """The Airflow connection `sisbridge_lake`, or None when Airflow or the connection is absent."""
+    if not (
+        os.environ.get("AIRFLOW_CONN_SISBRIDGE_LAKE")
+        or os.environ.get("AIRFLOW_HOME")
+        or (Path.home() / "airflow").exists()
+    ):
+        return None  # no Airflow set up here: importing it would create ~/airflow for nothing
     try:
         from airflow.sdk import BaseHook
     except ImportError:
