@@ -109,18 +109,7 @@ def _state_schema() -> dict[str, str]:
     }
 
 
-RUN_COUNT_COLUMNS = (
-    "rows_in_file",
-    "rows_accepted",
-    "rows_rejected",
-    "rows_warned",
-    "creates",
-    "updates",
-    "reactivations",
-    "deactivations",
-    "deletes",
-    "opt_outs",
-)
+RUN_COUNT_COLUMNS = ("rows_in_file", "rows_accepted", "rows_rejected", "rows_warned") + fleet.CHANGE_COUNTS
 RUN_FILE_COLUMNS = (
     "file_key",
     "file_version_id",

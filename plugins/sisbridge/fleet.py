@@ -24,22 +24,13 @@ from sisbridge import warehouse
 
 log = logging.getLogger(__name__)
 
+# The counts of changes a run applied (audit.sync_runs has them too: audit.RUN_COUNT_COLUMNS).
+CHANGE_COUNTS = ("creates", "updates", "reactivations", "deactivations", "deletes", "opt_outs")
 # What the fleet keeps of a run (the fields of DESIGN.md's fleet API).
 FIELDS = (
-    "run_id",
-    "school_id",
-    "status",
-    "status_reason",
-    "started_at",
-    "finished_at",
-    "rows_in_file",
-    "rows_rejected",
-    "creates",
-    "updates",
-    "reactivations",
-    "deactivations",
-    "deletes",
-    "opt_outs",
+    ("run_id", "school_id", "status", "status_reason", "started_at", "finished_at")
+    + ("rows_in_file", "rows_rejected")
+    + CHANGE_COUNTS
 )
 _TYPES = {
     "started_at": "timestamp",
