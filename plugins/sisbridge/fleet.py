@@ -52,8 +52,7 @@ ATTEMPTS = 5
 
 
 def _connect(read_only: bool = False):
-    con = warehouse.connect(warehouse.FLEET, read_only=read_only)
-    return con
+    return warehouse.connect(warehouse.FLEET, read_only=read_only)
 
 
 def publish(rows: list[dict]) -> None:
@@ -97,10 +96,7 @@ def _query(sql: str, params: list) -> list[dict]:
     except warehouse.LakeError:
         return []  # no run has been recorded yet
     try:
-        if not con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'runs' "
-            "and table_name = 'events' and table_catalog = current_database()"
-        ).fetchone()[0]:
+        if not warehouse.has_table(con, "runs", "events"):
             return []
         cursor = con.execute(sql, params)
         names = [column[0] for column in cursor.description]

@@ -86,10 +86,7 @@ def maintain(school_id: str, retention: timedelta, *, now: datetime | None = Non
     now = now or datetime.now(UTC)
     con = warehouse.connect(school_id)
     try:
-        if con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'audit' "
-            "and table_name = 'sync_runs' and table_catalog = current_database()"
-        ).fetchone()[0] and running(con):
+        if warehouse.has_table(con, "audit", "sync_runs") and running(con):
             log.info("maintenance of %s skipped: a sync is running", school_id)
             return {"school_id": school_id, "skipped": "a sync is running"}
         before = size(con, lake, school_id)

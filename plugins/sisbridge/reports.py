@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from sisbridge import audit
+from sisbridge import audit, warehouse
 from sisbridge.audit import Finding
 from sisbridge.config import SchoolConfig, safe_component
 
@@ -82,14 +82,6 @@ def _summary(run: dict, school: SchoolConfig, findings: list[Finding]) -> dict:
     }
 
 
-def _has_table(con, schema: str, table: str) -> bool:
-    row = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchone()
-    return bool(row[0])
-
-
 def write_reports(con, school: SchoolConfig, run_id: str, out_dir: Path) -> list[Path]:
     """Write summary.json, findings.csv and (when the run built one) changes.csv; list every report file.
 
@@ -118,7 +110,7 @@ def write_reports(con, school: SchoolConfig, run_id: str, out_dir: Path) -> list
         )
     )
     changes = out_dir / "changes.csv"
-    if run["status"] in STATUSES_WITH_CHANGES and _has_table(con, "marts", "user_changes"):
+    if run["status"] in STATUSES_WITH_CHANGES and warehouse.has_table(con, "marts", "user_changes"):
         rows = con.execute(
             f"select {', '.join(CHANGES_COLUMNS)} from marts.user_changes "
             "order by line_number nulls last, external_id, change_type, field"

@@ -366,6 +366,16 @@ def connect(
     return cursor
 
 
+def has_table(con, schema: str, table: str) -> bool:
+    """Whether the connection's current database has `schema.table`."""
+    row = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_catalog = current_database() and table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row[0])
+
+
 def release(school_id: str | None = None) -> None:
     """Close this process's cached instances (of one school, or all)."""
     with _lock:
