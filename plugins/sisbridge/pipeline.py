@@ -62,12 +62,11 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
     """Pin the sensed object version, skip content already processed, and load it into `raw.*`.
 
     Content already processed is read again when the school's config changed since, or when `force`.
+    The run's row is committed first, so that a failing load still leaves it for `finalize`; the
+    rest of the stage's writes are one lake commit.
     """
-    from sisbridge import loading, transform
-
     school = school_config(school_id)
     s3 = s3 or s3_client(school)
-    bucket, key = school.s3.bucket, school.s3.key
     config_hash = config_sha256(school)
     with audit.warehouse(school_id) as con:
         audit.upsert_run(
@@ -78,51 +77,61 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
             status="running",
             config_sha256=config_hash,
         )
-        last = landing.last_processed_file(con, before_run=run_id)
-        read_again = _read_again(last, config_hash, force)
-        try:
-            pinned = landing.pin_file(
-                s3,
-                bucket,
-                key,
-                landing_dir(school_id, run_id),
-                sensed=sensed,
-                max_file_mb=school.max_file_mb,
-                school_id=school_id,
-                known=None if read_again else last,
-            )
-        except landing.FileTooLarge as exc:
-            audit.record_findings(con, run_id, "load", [exc.finding])
-            return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
-        audit.upsert_run(con, run_id, **pinned.audit_fields())
-        if last is not None and last["file_sha256"] == pinned.sha256:
-            if not read_again:
-                since, runs = landing.unchanged_since(con, pinned.sha256)
-                reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
-                return _stop(con, run_id, "unchanged", reason)
-            log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
-            _merge_details(con, run_id, read_again=read_again)
-        result = loading.load_file(
-            pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
-        )
-        audit.record_findings(con, run_id, "load", result.findings)
-        audit.upsert_run(
-            con,
-            run_id,
-            file_encoding=result.encoding,
-            header_columns=list(result.header),
-            rows_in_file=result.rows_in_file,
-        )
-        if result.rejected:
-            first_error = next(f for f in result.findings if f.severity == "error")
-            return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
-        drift = guards.schema_drift(school, result.header, guards.previous_header(con, run_id), key)
-        audit.record_findings(con, run_id, guards.DRIFT_STAGE, [drift] if drift else [])
-        if drift is not None:
-            log.warning("Schema drift: %s", drift.message)
-            _merge_details(con, run_id, schema_drift=drift.value)
-        transform.write_config_tables(con, school)
+        with audit.transaction(con):
+            outcome = _load(con, school, run_id, sensed, s3, force, config_hash)
     shutil.rmtree(landing_dir(school_id, run_id), ignore_errors=True)
+    return outcome
+
+
+def _load(con, school: SchoolConfig, run_id: str, sensed: dict | None, s3, force: bool, config_hash: str):
+    """`load_raw`'s writes, inside its one transaction."""
+    from sisbridge import loading, transform
+
+    school_id, bucket, key = school.school_id, school.s3.bucket, school.s3.key
+    last = landing.last_processed_file(con, before_run=run_id)
+    read_again = _read_again(last, config_hash, force)
+    try:
+        pinned = landing.pin_file(
+            s3,
+            bucket,
+            key,
+            landing_dir(school_id, run_id),
+            sensed=sensed,
+            max_file_mb=school.max_file_mb,
+            school_id=school_id,
+            known=None if read_again else last,
+        )
+    except landing.FileTooLarge as exc:
+        audit.record_findings(con, run_id, "load", [exc.finding])
+        return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
+    audit.upsert_run(con, run_id, **pinned.audit_fields())
+    if last is not None and last["file_sha256"] == pinned.sha256:
+        if not read_again:
+            since, runs = landing.unchanged_since(con, pinned.sha256)
+            reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
+            return _stop(con, run_id, "unchanged", reason)
+        log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
+        _merge_details(con, run_id, read_again=read_again)
+    result = loading.load_file(
+        pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
+    )
+    audit.record_findings(con, run_id, "load", result.findings)
+    audit.upsert_run(
+        con,
+        run_id,
+        file_encoding=result.encoding,
+        header_columns=list(result.header),
+        rows_in_file=result.rows_in_file,
+    )
+    if result.rejected:
+        first_error = next(f for f in result.findings if f.severity == "error")
+        return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
+    drift = guards.schema_drift(school, result.header, guards.previous_header(con, run_id), key)
+    audit.record_findings(con, run_id, guards.DRIFT_STAGE, [drift] if drift else [])
+    if drift is not None:
+        log.warning("Schema drift: %s", drift.message)
+        _merge_details(con, run_id, schema_drift=drift.value)
+    transform.write_config_tables(con, school)
     return Outcome(counts={"rows_in_file": result.rows_in_file, "rows_loaded": result.rows_loaded})
 
 
@@ -141,7 +150,7 @@ def validate(school_id: str, run_id: str) -> Outcome:
     from sisbridge import quality, reports
 
     school = school_config(school_id)
-    with audit.warehouse(school_id) as con:
+    with audit.warehouse(school_id) as con, audit.transaction(con):
         # Recorded first, so the quality gate counts these row errors in max_rejected_pct.
         identity = guards.identity_findings(con, school, school.s3.key)
         audit.record_findings(con, run_id, guards.IDENTITY_STAGE, identity)
@@ -172,7 +181,7 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     from sisbridge import reports, transform
 
     school = school_config(school_id)
-    with audit.warehouse(school_id) as con:
+    with audit.warehouse(school_id) as con, audit.transaction(con):
         transform.record_transform_findings(con, run_id)
         rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
         rows_warned = con.execute(
@@ -240,7 +249,7 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
     school = school_config(school_id)
     outcome = review_outcome(review, school)
     if outcome is not None:
-        with audit.warehouse(school_id) as con:
+        with audit.warehouse(school_id) as con, audit.transaction(con):
             # No longer held: a failing push must end the run as failed, not as held.
             audit.upsert_run(con, run_id, status="running", status_reason=None)
             _merge_details(con, run_id, review=outcome[1])
@@ -274,38 +283,39 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
     school = school_config(school_id)
     out_dir = reports_dir(school_id, run_id)
     with audit.warehouse(school_id) as con:
-        run = audit.get_run(con, run_id)
-        if run is None:
-            reason = (
-                f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
-                "the school has not uploaded a roster"
-            )
-            log.warning("Stale file: %s: %s", school_id, reason)
-            audit.upsert_run(
-                con,
-                run_id,
-                school_id=school_id,
-                started_at=audit.utcnow(),
-                status="unchanged",
-                status_reason=reason,
-            )
-        elif run["status"] == "running":
-            audit.upsert_run(
-                con,
-                run_id,
-                status="failed",
-                status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
-            )
-        elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
-            if not outcome[0]:
-                audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=outcome[1])
-                _merge_details(con, run_id, review=outcome[1])
-        stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
-        if stale is not None:
-            log.warning("Stale file: %s", stale)
-            _merge_details(con, run_id, stale_file=stale)
-        # The run's last write: its lake snapshot is tagged with the run id (time travel by run).
+        # The run's last write, one commit: its lake snapshot is tagged with the run id (time travel
+        # by run).
         with audit.transaction(con, run_id=run_id, message=f"run {run_id} of {school_id} finished"):
+            run = audit.get_run(con, run_id)
+            if run is None:
+                reason = (
+                    f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
+                    "the school has not uploaded a roster"
+                )
+                log.warning("Stale file: %s: %s", school_id, reason)
+                audit.upsert_run(
+                    con,
+                    run_id,
+                    school_id=school_id,
+                    started_at=audit.utcnow(),
+                    status="unchanged",
+                    status_reason=reason,
+                )
+            elif run["status"] == "running":
+                audit.upsert_run(
+                    con,
+                    run_id,
+                    status="failed",
+                    status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
+                )
+            elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
+                if not outcome[0]:
+                    audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=outcome[1])
+                    _merge_details(con, run_id, review=outcome[1])
+            stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
+            if stale is not None:
+                log.warning("Stale file: %s", stale)
+                _merge_details(con, run_id, stale_file=stale)
             audit.upsert_run(con, run_id, finished_at=audit.utcnow())
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)

@@ -57,7 +57,14 @@ create table if not exists audit.push_baseline_memberships (
 
 
 def ensure_warehouse_tables(con) -> None:
-    con.execute(WAREHOUSE_SCHEMA)
+    """Create the push's tables that are missing, in one lake commit (none when they all exist)."""
+    con.execute("begin")
+    try:
+        con.execute(WAREHOUSE_SCHEMA)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
 
 
 def require_change_set(con) -> None:
