@@ -2,12 +2,14 @@
 
 Starts a throwaway PostgreSQL 15 (Airflow's metadata DB and the user store), moto's S3 server, and
 Airflow's scheduler, dag-processor, triggerer and api-server with LocalExecutor (or CeleryExecutor with
-`--executor celery`: a local redis-server and two Celery workers). It first times single runs of extra
+`--executor celery`: a local redis-server and two Celery workers). The warehouse is the production
+lake: its catalog in that PostgreSQL (database `lake`), its data in moto's S3 (bucket `sisbridge-lake`);
+`--lake embedded` puts it under the workers' SISBRIDGE_HOME instead. It first times single runs of extra
 schools alone, then uploads a roster for each of the 20 schools and triggers all 20 through the REST
 API at once. Merges `schools_*` (or `celery_*`) figures into bench/results.json.
 
     .venv/bin/python bench/schools.py [--schools 20] [--rows 20000] [--executor local|celery]
-        [--model-tasks true|false]
+        [--model-tasks true|false] [--lake postgres|embedded]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ RESULTS = BENCH_DIR / "results.json"
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import lakes  # noqa: E402
 import roster  # noqa: E402
 
 LOCK_ERRORS = ("Could not set lock on file", "Conflicting lock is held", "database is locked")
@@ -312,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         help="one task per dbt model (Cosmos watchers) or the transform as one task (the default here, "
         "as docs/scaling.md recommends for many schools)",
     )
+    parser.add_argument(
+        "--lake",
+        choices=("postgres", "embedded"),
+        default=os.environ.get("BENCH_LAKE", "postgres"),
+        help="the warehouse: the production lake (PostgreSQL catalog, S3 data) or the embedded one",
+    )
     args = parser.parse_args(argv)
     # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -379,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             for school_id in school_ids + single_ids:
                 env[f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}"] = demo.aws_connection_uri(endpoint_url)
                 demo.create_bucket(s3, f"bench-{school_id.replace('_', '-')}")
+            if args.lake == "postgres":
+                lake_env = lakes.production_lake(server, endpoint_url)
+                env.update(lake_env)
+                os.environ.update(lake_env)  # this process reads the runs' statuses from the same lake
+                os.environ.setdefault("AIRFLOW_HOME", env["AIRFLOW_HOME"])  # not ~/airflow
             if args.executor == "celery":
                 broker = start_redis(workdir, stack)
                 env["AIRFLOW__CELERY__BROKER_URL"] = broker
@@ -437,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{prefix}_count": args.schools,
                 f"{prefix}_rows_per_school": args.rows,
                 f"{prefix}_executor": env["AIRFLOW__CORE__EXECUTOR"],
+                f"{prefix}_lake": args.lake,
                 f"{prefix}_parallelism": args.parallelism,
                 f"{prefix}_dbt_model_tasks": args.model_tasks == "true",
                 f"{prefix}_wall_s": round(wall, 1),
@@ -475,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         remove_server(server)
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = merged.get(f"{prefix}_store_checksums")
+    if results and previous and merged.get(f"{prefix}_rows_per_school") == args.rows:
+        # The same files (same seeds) must give the same stores, run after run, lake or not.
+        results[f"{prefix}_store_identical_to_previous_results"] = (
+            previous == results[f"{prefix}_store_checksums"]
+        )
     merged.update(results)
     if results:
         merged.update(compare_stores(merged))
