@@ -1,7 +1,8 @@
 """The fleet page ("SIS syncs") on a real Airflow api-server: its JSON API, its login, and in Chromium.
 
 Five schools (tests/data/fleet_schools/): one whose runs succeeded, one held for a reviewer, one in
-onboarding review whose file was rejected, one paused whose run failed, and one without a run yet.
+onboarding review whose file was rejected, one paused (`auto_sync: false`) whose run failed, and one
+without a run yet, whose DAG is paused in Airflow.
 To keep CI time low their runs are not produced by running four DAGs: the test writes each run's
 audit row with `sisbridge.audit` (in a transaction, as the pipeline's stages do), which publishes it to
 the fleet view on the test's lake, and writes and uploads the rejected run's reports with
@@ -16,6 +17,8 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ import pytest
 from sisbridge import audit, demo, reports, warehouse
 from sisbridge.config import load_school
 from tests.ui.airflow_stack import ADMIN, make_stack
+from tests.ui.fleet_auth import READER
 from tests.ui.test_airflow_ui import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -46,6 +50,8 @@ WEEK1, WEEK2, WEEK3 = (f"scheduled__2026-11-{day}T23:00:00+00:00" for day in (14
 HELD_REASON = "30 removals are 37.5% of 80 active users, over max_removed_pct = 10%"
 REJECTED_REASON = "12 of 40 rows rejected (30.0%), over max_rejected_pct = 5%"
 FAILED_REASON = "push: the user store did not answer"
+READER_SCHOOLS = ("fleet_held", "fleet_ok")
+READER_PASSWORD = "reader-password-for-the-test"
 COUNTS = ("creates", "updates", "reactivations", "deactivations", "deletes", "opt_outs")
 
 pytestmark = pytest.mark.e2e
@@ -103,14 +109,38 @@ def fleet(tmp_path_factory):
         extra = {
             "SISBRIDGE_HOME": str(base / "sisbridge"),
             "SISBRIDGE_SCHOOLS_DIR": str(SCHOOLS),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(base),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW_CONN_FLEET_S3": demo.aws_connection_uri(endpoint),
             # The test's lake (tests/airflow_env.py): the fleet view the runs were published to.
             **{key: value for key, value in os.environ.items() if key.startswith("AIRFLOW_CONN_")},
         }
         stack = make_stack(base / "airflow", extra)
+        # A second user, who may read two schools' DAGs only (tests/ui/fleet_auth.py).
+        stack.env.update(
+            {
+                "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.fleet_auth.ReaderRestrictedAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin,{READER}:viewer",
+                "SISBRIDGE_TEST_READER_DAGS": ",".join(f"sis_sync__{school}" for school in READER_SCHOOLS),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])
+                ),
+            }
+        )
+        passwords = Path(stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        passwords.write_text(json.dumps({ADMIN: stack.password, READER: READER_PASSWORD}))
         stack.start(components=("api-server",))
         try:
+            # The schools' DAGs in Airflow's database (parsed once, no dag-processor), one paused.
+            for command in (["dags", "reserialize"], ["dags", "pause", "sis_sync__fleet_new"]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "airflow", *command],
+                    env=stack.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                assert done.returncode == 0, done.stdout + done.stderr[-3000:]
             yield stack
         finally:
             stack.stop()
@@ -127,6 +157,19 @@ def _get(stack, path: str, token: str | None = None) -> tuple[int, dict[str, str
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def _token(stack, username: str, password: str) -> str:
+    body = json.dumps({"username": username, "password": password})
+    host = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    try:
+        connection.request("POST", "/auth/token", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status in (200, 201), response.read()
+        return json.loads(response.read())["access_token"]
     finally:
         connection.close()
 
@@ -174,7 +217,7 @@ def test_the_api_lists_every_school_to_a_logged_in_user_only(fleet):
             "awaiting_review": True,
             "last_run": _run_json(WEEK2, "held", HELD_REASON, 21, rows_in_file=50, deactivations=30),
         },
-        {"school_id": "fleet_new", "name": "Newport Academy", "mode": "review", "awaiting_review": False}
+        {"school_id": "fleet_new", "name": "Newport Academy", "mode": "paused", "awaiting_review": False}
         | {"last_run": None},
         {
             "school_id": "fleet_ok",
@@ -228,6 +271,16 @@ def test_the_api_lists_every_school_to_a_logged_in_user_only(fleet):
         assert _get(fleet, path, token)[0] == 404, path
     # Another school's run with the same run id has its own reports (here none).
     assert _get(fleet, f"/sisbridge/schools/fleet_ok/runs/{WEEK3}/reports/summary.json", token)[0] == 404
+
+    # A user who may read only some schools' DAGs sees only those schools, their runs and reports.
+    reader = _token(fleet, READER, READER_PASSWORD)
+    status, _, body = _get(fleet, "/sisbridge/api/schools", reader)
+    assert status == 200, body
+    assert [school["school_id"] for school in json.loads(body)] == list(READER_SCHOOLS)
+    assert len(json.loads(_get(fleet, "/sisbridge/api/schools/fleet_ok/runs", reader)[2])) == 3
+    assert _get(fleet, "/sisbridge/api/schools/fleet_rejected/runs", reader)[0] == 404
+    assert _get(fleet, f"{reports_of}/summary.json", reader)[0] == 404
+    assert _get(fleet, "/sisbridge/schools/fleet_rejected", reader)[0] == 404
 
     # The page is in Airflow's navigation.
     status, plugins = fleet.api("GET", "plugins")
@@ -332,7 +385,7 @@ def test_the_platform_team_sees_every_school_in_the_browser(fleet, browser):
         "failed",
         FAILED_REASON,
     ]
-    assert rows["fleet_new"]["cells"][:3] == ["Newport Academy", "review", "no run yet"]
+    assert rows["fleet_new"]["cells"][:3] == ["Newport Academy", "paused", "no run yet"]
     # Failed, rejected and held rows stand out; the others do not.
     assert rows["fleet_ok"]["colour"] in WHITE and rows["fleet_new"]["colour"] in WHITE
     assert rows["fleet_failed"]["colour"] == rows["fleet_rejected"]["colour"] not in WHITE
