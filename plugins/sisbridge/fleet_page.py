@@ -71,11 +71,8 @@ async def _user(request: Request):
     return await get_user(request, None, bearer)
 
 
-async def api_user(request: Request):
-    return await _user(request)
-
-
 async def page_user(request: Request):
+    """The logged-in user of a page; without one, the browser goes to Airflow's login page."""
     try:
         return await _user(request)
     except HTTPException as exc:
@@ -186,7 +183,7 @@ def approval_url(school_id: str, approval: dict) -> str:
 # --- JSON API ------------------------------------------------------------------------------------------
 
 
-ApiUser = Annotated[object, Depends(api_user)]
+ApiUser = Annotated[object, Depends(_user)]
 PageUser = Annotated[object, Depends(page_user)]
 
 

@@ -2,17 +2,20 @@
 
 Week 1 is synced with `sisbridge sync`. The real Airflow stack then starts on 127.0.0.1, and week 2,
 which drops 30 of 80 students, is triggered through the REST API. The guard holds it, so the browser
-logs in, opens the run's approval page, approves, and then sees the run succeed in the DAG grid with
+logs in, sees the held run on the fleet page ("SIS syncs"), follows its link to the run's
+approval page, approves, and then sees the run succeed in the DAG grid with
 every task, the dbt model tasks included. Screenshots go to `test-artifacts/ui/`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -264,7 +267,23 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
     click(browser, By.CSS_SELECTOR, "button[type=submit]")
     wait_for_text(browser, "Dags")
 
-    browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}/tasks/approve/required_actions")
+    # The fleet page shows the run waiting for an answer, and links to its approval page.
+    request = urllib.request.Request(
+        f"{airflow.url}/sisbridge/api/schools", headers={"Authorization": f"Bearer {airflow.token()}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        schools = {school["school_id"]: school for school in json.load(response)}
+    northwind = schools["northwind"]
+    assert (northwind["mode"], northwind["awaiting_review"]) == ("auto", True)
+    last_run = northwind["last_run"]
+    assert (last_run["run_id"], last_run["status"], last_run["deactivations"]) == (run_id, "held", 30)
+    assert schools["southpaw"]["last_run"] is None
+    browser.get(f"{airflow.url}/sisbridge/")
+    wait_for_text(browser, "Northwind University")
+    screenshot(browser, "fleet.png")
+    click(browser, By.LINK_TEXT, "awaiting review")
+    wait_for_url(browser, f"/dags/{DAG_ID}/runs/")
+    assert browser.current_url.endswith("/tasks/approve/required_actions"), browser.current_url
     for text in (
         "Approve the roster sync of Northwind University?",
         "Awaiting Input",
