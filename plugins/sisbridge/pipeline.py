@@ -145,24 +145,31 @@ def _read_again(last: dict | None, config_hash: str, force: bool) -> str | None:
     return None
 
 
-def validate(school_id: str, run_id: str) -> Outcome:
-    """Run the Great Expectations gate; a file-level failure ends the run as `rejected`."""
+def validate(school_id: str, run_id: str, s3=None) -> Outcome:
+    """Run the Great Expectations gate; a file-level failure ends the run as `rejected`.
+
+    The Data Docs it renders go to the school's bucket from here: `finalize` may run on another
+    worker, whose disk never had them.
+    """
     from sisbridge import quality, reports
 
     school = school_config(school_id)
+    out_dir = reports_dir(school_id, run_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
         # Recorded first, so the quality gate counts these row errors in max_rejected_pct.
         identity = guards.identity_findings(con, school, school.s3.key)
         audit.record_findings(con, run_id, guards.IDENTITY_STAGE, identity)
-        result = quality.validate(con, school, run_id, report_dir=reports_dir(school_id, run_id))
+        result = quality.validate(con, school, run_id, report_dir=out_dir)
         log.info("%s", reports.log_summary(audit.findings_of_run(con, run_id)))
         counts = {"rows_rejected": result.rows_rejected, "rows_warned": result.rows_warned}
         audit.upsert_run(con, run_id, **counts)
-        if not result.accepted:
-            return _stop(
-                con, run_id, "rejected", "; ".join(f.message for f in result.file_errors), rows_accepted=0
-            )
-    return Outcome(counts=counts)
+        if result.accepted:
+            outcome = Outcome(counts=counts)
+        else:
+            reason = "; ".join(f.message for f in result.file_errors)
+            outcome = _stop(con, run_id, "rejected", reason, rows_accepted=0)
+    _upload_reports(reports.data_docs_files(out_dir), school, run_id, out_dir, s3)
+    return outcome
 
 
 def transform(school_id: str, run_id: str) -> None:
@@ -320,10 +327,7 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)
         _add_safety_to_summary(paths[0], run)
-    try:
-        reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
-    except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
-        log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
+    _upload_reports(paths, school, run_id, out_dir, s3)
     log.info(
         "Run %s of %s: %s (%s). Reports: %s",
         run_id,
@@ -334,6 +338,18 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
     )
     summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
     return {**summary, guards.STALE_XCOM_FIELD: stale}
+
+
+def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> None:
+    """Upload report files of `out_dir` to the school's bucket, under the run's report folder."""
+    from sisbridge import reports
+
+    if not paths:
+        return
+    try:
+        reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id, base=out_dir)
+    except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
+        log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
 
 
 def _add_safety_to_summary(summary_path, run: dict) -> None:
