@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -25,27 +23,21 @@ from sisbridge import demo
 from sisbridge.cli import ensure_dbt_manifest
 from sisbridge.config import load_school
 from tests.ui.airflow_stack import ADMIN, make_stack
+from tests.ui.browser import (
+    TIMEOUT,
+    chromium,
+    click,
+    page_text,
+    type_into,
+    until,
+    wait_for_text,
+    wait_for_url,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = PROJECT_ROOT / "tests" / "data" / "schools"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui"
 DAG_ID = "sis_sync__northwind"
-CHROMIUM = "/usr/bin/chromium"
-# How long the browser waits for a condition. Generous: it only costs time when the page is slow (two
-# cores shared with the whole Airflow stack), and every wait ends as soon as its condition holds.
-TIMEOUT = 180
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1600,1600",
-)
 # dbt models whose run and test tasks must show in the grid (short names: the grid never truncates them).
 DBT_MODELS = ("stg_sis__roster", "users", "user_changes", "community_memberships", "graduation_years")
 
@@ -93,90 +85,11 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options.add_argument(f"--user-data-dir={profile}")
-    # No implicit wait: every lookup below is an explicit wait on a condition, which finds its
-    # element again on each try (React replaces elements when it renders; a held one goes stale).
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    # What the browser showed last: the first thing to look at when the test failed.
-    screenshot(driver, "last.png")
-    (ARTIFACTS / "last.txt").write_text(f"{driver.current_url}\n{page_text(driver)}\n", encoding="utf-8")
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def until(driver, condition, message: str, timeout: float = TIMEOUT):
-    """Wait until `condition(driver)` is truthy; a lookup that misses or goes stale just tries again."""
-    from selenium.common.exceptions import (
-        ElementClickInterceptedException,
-        ElementNotInteractableException,
-        NoSuchElementException,
-        StaleElementReferenceException,
-    )
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    retry = (
-        NoSuchElementException,
-        StaleElementReferenceException,
-        ElementClickInterceptedException,
-        ElementNotInteractableException,
-    )
-    return WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=retry).until(
-        condition, message
-    )
-
-
-def page_text(driver) -> str:
-    """The text the page shows now (the body is looked up again on every call)."""
-    from selenium.webdriver.common.by import By
-
-    return until(driver, lambda d: (d.find_element(By.TAG_NAME, "body").text,), "no page body")[0]
-
-
-def wait_for_text(driver, text: str, timeout: float = TIMEOUT) -> None:
-    until(driver, lambda d: text in page_text(d), f"{text!r} never showed", timeout)
-
-
-def wait_for_url(driver, part: str, timeout: float = TIMEOUT) -> None:
-    until(driver, lambda d: part in d.current_url, f"never reached {part!r}", timeout)
-
-
-def click(driver, by: str, locator: str, timeout: float = TIMEOUT) -> None:
-    """Click the element once it is shown and enabled, finding it again on each try."""
-
-    def clicked(d) -> bool:
-        element = d.find_element(by, locator)
-        if not (element.is_displayed() and element.is_enabled()):
-            return False
-        element.click()
-        return True
-
-    until(driver, clicked, f"{locator} was never clickable", timeout)
-
-
-def type_into(driver, by: str, locator: str, text: str) -> None:
-    """Type `text` into the field until it holds exactly that (a re-render may have eaten keys)."""
-
-    from selenium.webdriver.common.keys import Keys
-
-    def typed(d) -> bool:
-        field = d.find_element(by, locator)
-        if field.get_attribute("value") != text:
-            # Select and delete rather than clear(): React only sees a change made by keys.
-            field.send_keys(Keys.CONTROL, "a")
-            field.send_keys(Keys.DELETE)
-            field.send_keys(text)
-        return d.find_element(by, locator).get_attribute("value") == text
-
-    until(driver, typed, f"could not type into {locator}")
+    with chromium() as driver:
+        yield driver
+        # What the browser showed last: the first thing to look at when the test failed.
+        screenshot(driver, "last.png")
+        (ARTIFACTS / "last.txt").write_text(f"{driver.current_url}\n{page_text(driver)}\n", encoding="utf-8")
 
 
 def grid_lines(driver) -> set[str]:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,16 +28,8 @@ import pytest
 from sisbridge import audit, demo, reports, warehouse
 from sisbridge.config import load_school
 from tests.ui.airflow_stack import ADMIN, make_stack
+from tests.ui.browser import chromium, click, page_text, type_into, until
 from tests.ui.fleet_auth import READER
-from tests.ui.test_airflow_ui import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    click,
-    page_text,
-    type_into,
-    until,
-)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = PROJECT_ROOT / "tests" / "data" / "fleet_schools"
@@ -94,7 +84,9 @@ def _upload_reports(s3, base: Path) -> None:
     with audit.warehouse("fleet_rejected") as con:
         paths = reports.write_reports(con, school, WEEK3, out_dir)
     demo.create_bucket(s3, school.s3.bucket)
-    reports.upload_reports(paths, s3, school.s3.bucket, WEEK3)
+    # As the run's tasks do: `finalize` uploads the reports, `validate` the Data Docs.
+    reports.upload_reports(paths, s3, school.s3.bucket, WEEK3, base=out_dir)
+    reports.upload_reports(reports.data_docs_files(out_dir), s3, school.s3.bucket, WEEK3, base=out_dir)
 
 
 @pytest.fixture(scope="module")
@@ -293,20 +285,9 @@ def test_the_api_lists_every_school_to_a_logged_in_user_only(fleet):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    screenshot(driver, "last.png")
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as driver:
+        yield driver
+        screenshot(driver, "last.png")
 
 
 def screenshot(driver, name: str) -> Path:
