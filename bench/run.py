@@ -382,13 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("BENCH_BIG_RUNS", "1")),
         help="e2e runs at 100k and 1m",
     )
-    parser.add_argument(
-        "--lake",
-        choices=("postgres", "embedded"),
-        default=os.environ.get("BENCH_LAKE", "postgres"),
-        help="the warehouse: the production lake (catalog in the bench's PostgreSQL, data in its S3) "
-        "or the embedded one under the runs' SISBRIDGE_HOME",
-    )
+    lakes.add_lake_argument(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--evaluate",

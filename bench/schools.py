@@ -202,12 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         help="one task per dbt model (Cosmos watchers) or the transform as one task (the default here, "
         "as docs/scaling.md recommends for many schools)",
     )
-    parser.add_argument(
-        "--lake",
-        choices=("postgres", "embedded"),
-        default=os.environ.get("BENCH_LAKE", "postgres"),
-        help="the warehouse: the production lake (PostgreSQL catalog, S3 data) or the embedded one",
-    )
+    lakes.add_lake_argument(parser)
     args = parser.parse_args(argv)
     # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

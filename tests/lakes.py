@@ -40,6 +40,19 @@ def wipe(school_id: str) -> None:
 LAKE_BUCKET = "sisbridge-lake"
 
 
+def add_lake_argument(parser) -> None:
+    """The benchmarks' `--lake` option (environment: BENCH_LAKE)."""
+    import os
+
+    parser.add_argument(
+        "--lake",
+        choices=("postgres", "embedded"),
+        default=os.environ.get("BENCH_LAKE", "postgres"),
+        help="the warehouse: the production lake (catalog in the bench's PostgreSQL, data in its S3) "
+        "or the embedded one under the runs' SISBRIDGE_HOME",
+    )
+
+
 def production_lake(server, endpoint_url: str) -> dict[str, str]:
     """A production-shaped lake for the benchmarks: catalog in `server` (database `lake`), data in S3.
 
