@@ -24,16 +24,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from sisbridge import config
 
-# The fields of a run in the API (DESIGN.md, "The fleet page").
-RUN_FIELDS = (
-    "run_id",
-    "status",
-    "status_reason",
-    "started_at",
-    "finished_at",
-    "rows_in_file",
-    "rows_rejected",
-) + ("creates", "updates", "reactivations", "deactivations", "deletes", "opt_outs")
 # Statuses the page makes stand out, and the ones a run waits in for a reviewer.
 ALARMING = frozenset({"failed", "rejected", "held", "rejected_by_reviewer"})
 WAITING = "held"
@@ -139,7 +129,10 @@ def _json_value(value):
 
 
 def run_json(row: dict) -> dict:
-    return {name: _json_value(row.get(name)) for name in RUN_FIELDS}
+    """A run as the API gives it: the fleet view's fields (DESIGN.md, "The fleet page") but the school."""
+    from sisbridge import fleet
+
+    return {name: _json_value(row.get(name)) for name in fleet.FIELDS if name != "school_id"}
 
 
 def school_rows(schools: list[config.SchoolConfig]) -> list[dict]:
@@ -219,9 +212,9 @@ def report_key(run_id: str, path: str) -> str:
 
 
 def _s3(school: config.SchoolConfig):
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from sisbridge.pipeline import s3_client
 
-    return S3Hook(aws_conn_id=school.s3.aws_conn_id).get_conn()
+    return s3_client(school)
 
 
 @app.get("/schools/{school_id}/runs/{run_id}/reports/{path:path}")
@@ -320,14 +313,10 @@ def _reports_link(school_id: str, run_id: str) -> str:
 
 
 def _count_cells(run: dict | None) -> str:
-    names = ("rows_in_file",)
-    cells = "".join(f'<td class="n">{_e((run or {}).get(name))}</td>' for name in names)
-    cells += f'<td class="n">{_e(_rejected(run) if run else "")}</td>'
-    cells += "".join(
-        f'<td class="n">{_e((run or {}).get(name))}</td>'
-        for name in ("creates", "updates", "deactivations", "deletes")
-    )
-    return cells
+    run = run or {}
+    values = [run.get("rows_in_file"), _rejected(run) if run else ""]
+    values += [run.get(name) for name in ("creates", "updates", "deactivations", "deletes")]
+    return "".join(f'<td class="n">{_e(value)}</td>' for value in values)
 
 
 _COUNT_HEADERS = "<th>Rows</th><th>Rejected</th><th>Creates</th><th>Updates</th><th>Deactivations</th>"

@@ -211,15 +211,11 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     if decision.action == guards.PUSH:
         return Outcome(counts=decision.counts.as_audit())
     links = {name: str(out_dir / name) for name in ("changes.csv", "summary.json")}
-    try:
-        keys = reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
-        links |= {
-            f"s3://{school.s3.bucket}/{key}": key
-            for key in keys
-            if key.endswith(("changes.csv", "summary.json"))
-        }
-    except Exception as exc:  # the reviewer still has the files on disk
-        log.warning("Could not upload the reports for the reviewer: %s", exc)
+    # Without the upload, the reviewer still has the files on disk.
+    keys = _upload_reports(paths, school, run_id, out_dir, s3)
+    links |= {
+        f"s3://{school.s3.bucket}/{key}": key for key in keys if key.endswith(("changes.csv", "summary.json"))
+    }
     log.info("Run %s of %s is held for a reviewer: %s", run_id, school_id, "; ".join(decision.reasons))
     request = guards.approval_request(school, run_id, decision.counts, decision.reasons, links)
     return Outcome(status="held", reason=reason, counts={**decision.counts.as_audit(), "approval": request})
@@ -340,16 +336,20 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
     return {**summary, guards.STALE_XCOM_FIELD: stale}
 
 
-def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> None:
-    """Upload report files of `out_dir` to the school's bucket, under the run's report folder."""
+def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> list[str]:
+    """Upload report files of `out_dir` to the school's bucket, under the run's report folder.
+
+    Returns the object keys; none when the upload failed, which is logged and never fails the run.
+    """
     from sisbridge import reports
 
     if not paths:
-        return
+        return []
     try:
-        reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id, base=out_dir)
+        return reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id, base=out_dir)
     except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
         log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
+        return []
 
 
 def _add_safety_to_summary(summary_path, run: dict) -> None:

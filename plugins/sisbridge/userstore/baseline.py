@@ -58,13 +58,10 @@ create table if not exists audit.push_baseline_memberships (
 
 def ensure_warehouse_tables(con) -> None:
     """Create the push's tables that are missing, in one lake commit (none when they all exist)."""
-    con.execute("begin")
-    try:
+    from sisbridge import audit
+
+    with audit.transaction(con):
         con.execute(WAREHOUSE_SCHEMA)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 def require_change_set(con) -> None:
