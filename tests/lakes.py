@@ -38,6 +38,8 @@ def wipe(school_id: str) -> None:
 
 
 LAKE_BUCKET = "sisbridge-lake"
+# The lake's own credentials, unlike any school's (the S3 server takes any key without IAM).
+LAKE_KEYS = ("lake-access-key", "lake-secret-key")
 
 
 def add_lake_argument(parser) -> None:
@@ -54,12 +56,13 @@ def add_lake_argument(parser) -> None:
 
 
 def production_lake(server, endpoint_url: str) -> dict[str, str]:
-    """A production-shaped lake for the benchmarks: catalog in `server` (database `lake`), data in S3.
+    """A production-shaped lake for tests and benchmarks: catalog in `server` (database `lake`), data in S3.
 
     Creates the database and the bucket, and returns the `sisbridge_lake` connection and its `aws`
-    connection as environment variables. `server` is a tests/pgserver.py server; `endpoint_url` an S3
-    endpoint that takes the demo credentials.
+    connection (with the lake's own keys) as environment variables. `server` is a tests/pgserver.py
+    server; `endpoint_url` an S3 endpoint without IAM.
     """
+    import json
     from urllib.parse import urlencode
 
     import sqlalchemy as sa
@@ -75,5 +78,12 @@ def production_lake(server, endpoint_url: str) -> dict[str, str]:
     catalog = server.url("lake").replace("postgresql://", "postgres://")
     return {
         "AIRFLOW_CONN_SISBRIDGE_LAKE": f"{catalog}?{extras}",
-        "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS": demo.aws_connection_uri(endpoint_url),
+        "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": LAKE_KEYS[0],
+                "password": LAKE_KEYS[1],
+                "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
     }
