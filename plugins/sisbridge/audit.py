@@ -215,6 +215,20 @@ def warehouse(school_id: str, *, read_only: bool = False) -> Iterator:
 
 
 @contextlib.contextmanager
+def reading(school_id: str) -> Iterator:
+    """A connection that only reads the school's warehouse, closed afterwards.
+
+    The process's own instance when a task here has it open, else a read-only one
+    (sisbridge.warehouse.cursor_if_open).
+    """
+    con = lake.cursor_if_open(school_id) or lake.connect(school_id, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, message: str | None = None):
     """One transaction; with `run_id`, the lake snapshot it commits is tagged with the run.
 

@@ -143,7 +143,7 @@ def _run_row(school_id: str, dag_run) -> dict:
 
     reason = f"the DAG run {dag_run.state} before its audit row was written"
     try:
-        with audit.warehouse(school_id, read_only=True) as con:
+        with audit.reading(school_id) as con:
             row = audit.get_run(con, dag_run.run_id)
         if row is not None:
             return row

@@ -15,6 +15,9 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 
 from sisbridge import extensions, warehouse
 
+# Set by `sisbridge dbt`: each cursor uses the lake as its default database.
+USE_LAKE_ENV = "SISBRIDGE_DBT_USE_LAKE"
+
 
 class Plugin(BasePlugin):
     def configure_connection(self, conn) -> None:
@@ -33,6 +36,9 @@ class Plugin(BasePlugin):
         conn.execute(f"use {warehouse.ALIAS}")
 
     def configure_cursor(self, cursor) -> None:
-        # Each cursor starts in DuckDB's default database: `dbt show --inline "select ... from
-        # marts.users"` (sisbridge dbt, docs/analytics-engineering.md) reads the lake unqualified.
-        cursor.execute(f"use {warehouse.ALIAS}")
+        # Each cursor starts in DuckDB's default database. `sisbridge dbt` (docs/analytics-engineering.md)
+        # moves it into the lake, so that `dbt show --inline "select ... from marts.users"` reads the lake
+        # unqualified. The pipeline's SQL names `lake` in full, and a `use` costs a catalog lookup for
+        # each of the build's 125 nodes.
+        if os.environ.get(USE_LAKE_ENV) == "1":
+            cursor.execute(f"use {warehouse.ALIAS}")

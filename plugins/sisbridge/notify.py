@@ -129,7 +129,7 @@ def dispatch(school: SchoolConfig, event: RunEvent, context) -> int:
 
 def _audit_row(school_id: str, run_id: str) -> dict | None:
     try:
-        with audit.warehouse(school_id, read_only=True) as con:
+        with audit.reading(school_id) as con:
             return audit.get_run(con, run_id)
     except Exception as exc:  # the warehouse may be what broke the run
         log.error("Cannot read the audit row of run %s of %s: %s", run_id, school_id, exc)

@@ -366,6 +366,23 @@ def connect(
     return cursor
 
 
+def cursor_if_open(school_id: str, lake: LakeSettings | None = None):
+    """A cursor on this process's open instance of the school's lake, or None when none is open.
+
+    For the pipeline's own reads after its tasks (the run's audit row for the notifiers and for
+    `sisbridge sync`'s summary): opening a read-only instance loads the extensions again, about a
+    quarter of a second each time.
+    """
+    lake = lake or settings()
+    with _lock:
+        instance = _instances.get((school_id, lake.to_env()))
+        if instance is None:
+            return None
+        cursor = instance.cursor()
+    cursor.execute(f"use {ALIAS}")
+    return cursor
+
+
 def has_table(con, schema: str, table: str) -> bool:
     """Whether the connection's current database has `schema.table`."""
     row = con.execute(

@@ -1,0 +1,50 @@
+{#-
+  Tables and views in one statement and one lake commit.
+
+  dbt-duckdb's own materializations build `<name>__dbt_tmp`, rename the old relation to
+  `<name>__dbt_backup`, rename the new one into place, commit, and then drop the backup in a second
+  commit, after catalog queries for indexes and foreign keys. On a DuckLake each of those steps is a
+  catalog operation in PostgreSQL, and the second commit is one more lake snapshot per model.
+  `create or replace` is atomic in DuckDB and in DuckLake: a reader keeps the relation of the snapshot
+  it started with, and a failing model leaves the previous relation in place. The project uses no
+  hooks on these models, no contracts, grants, indexes or persisted docs, which the adapter's
+  versions would handle.
+-#}
+
+{% materialization table, adapter='duckdb', supported_languages=['sql'] %}
+  {%- set target_relation = this.incorporate(type='table') -%}
+  {%- set existing_relation = load_cached_relation(this) -%}
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {% if existing_relation is not none and not existing_relation.is_table %}
+    {{ adapter.drop_relation(existing_relation) }}
+  {% endif %}
+  {% call statement('main') -%}
+    create or replace table {{ target_relation }} as (
+      {{ sql }}
+    )
+  {%- endcall %}
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+  {{ adapter.commit() }}
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+  {{ return({'relations': [target_relation]}) }}
+{% endmaterialization %}
+
+{% materialization view, adapter='duckdb' %}
+  {%- set target_relation = this.incorporate(type='view') -%}
+  {%- set existing_relation = load_cached_relation(this) -%}
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {% if existing_relation is not none and not existing_relation.is_view %}
+    {{ adapter.drop_relation(existing_relation) }}
+  {% endif %}
+  {% call statement('main') -%}
+    create or replace view {{ target_relation }} as (
+      {{ sql }}
+    )
+  {%- endcall %}
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+  {{ adapter.commit() }}
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+  {{ return({'relations': [target_relation]}) }}
+{% endmaterialization %}
