@@ -12,6 +12,7 @@ import mimetypes
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sisbridge import audit, warehouse
@@ -19,6 +20,7 @@ from sisbridge.audit import Finding
 from sisbridge.config import SchoolConfig, safe_component
 
 REPORT_PREFIX = "sisbridge-reports"
+UPLOAD_THREADS = 8
 FINDINGS_COLUMNS = ("line", "identifier", "severity", "rule", "column", "message", "value")
 CHANGES_COLUMNS = (
     "change_id",
@@ -142,12 +144,17 @@ def upload_reports(
     client = s3_hook_or_client.get_conn() if hasattr(s3_hook_or_client, "get_conn") else s3_hook_or_client
     # data_docs/... links are relative: the pages must keep their places below the report folder.
     base = Path(base) if base is not None else Path(os.path.commonpath([path.parent for path in paths]))
-    keys = []
-    for path in paths:
-        key = f"{REPORT_PREFIX}/{safe_component(run_id)}/{path.relative_to(base).as_posix()}"
+    keys = [f"{REPORT_PREFIX}/{safe_component(run_id)}/{path.relative_to(base).as_posix()}" for path in paths]
+
+    def upload(path: Path, key: str) -> None:
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type})
-        keys.append(key)
+
+    # The Data Docs are a few dozen small files: one request each, several at a time (boto3's clients
+    # are thread-safe). The first failure is raised once the others have finished.
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        for done in [pool.submit(upload, path, key) for path, key in zip(paths, keys, strict=True)]:
+            done.result()
     return keys
 
 

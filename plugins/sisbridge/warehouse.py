@@ -15,6 +15,7 @@ written. This module is a lower floor: it imports nothing of sisbridge but confi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -110,8 +111,10 @@ class LakeSettings:
             names.append("httpfs")
         return tuple(names)
 
-    def attach_sql(self, school_id: str, *, read_only: bool = False, snapshot: int | None = None) -> str:
-        """`ATTACH` of the school's lake as `lake` (with its catalog created when missing).
+    def attach_sql(
+        self, school_id: str, *, read_only: bool = False, snapshot: int | None = None, alias: str = ALIAS
+    ) -> str:
+        """`ATTACH` of the school's lake as `alias` (with its catalog created when missing).
 
         snapshot: the lake as it was at that snapshot id (DuckLake's time travel; read-only).
         """
@@ -120,7 +123,7 @@ class LakeSettings:
             options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
         if self.kind == SCRATCH:
             path = self.school_dir(school_id).with_suffix(".duckdb")
-            return f"attach {_literal(str(path))} as {ALIAS}" + (" (read_only)" if read_only else "")
+            return f"attach {_literal(str(path))} as {alias}" + (" (read_only)" if read_only else "")
         if self.kind == POSTGRES:
             target = f"ducklake:postgres:{self.catalog_dsn}"
             options.append(f"metadata_schema {_literal(self.metadata_schema(school_id))}")
@@ -129,7 +132,7 @@ class LakeSettings:
         options.append(f"data_path {_literal(self.school_data_path(school_id))}")
         if not read_only:
             options.append(f"data_inlining_row_limit {INLINE_ROWS}")
-        return f"attach {_literal(target)} as {ALIAS} ({', '.join(options)})"
+        return f"attach {_literal(target)} as {alias} ({', '.join(options)})"
 
     def secret_sql(self) -> str | None:
         """A DuckDB secret for the S3 data path (temporary: it lives in this DuckDB instance only)."""
@@ -264,8 +267,11 @@ def _from_connection(conn) -> LakeSettings:
 
 
 # One DuckDB instance per school and settings in this process, handing out cursors: loading the
-# extensions and attaching costs about a second.
+# extensions (their signatures are checked over some 80 MB) and attaching costs a quarter of a second.
 _instances: dict[tuple[str, str], duckdb.DuckDBPyConnection] = {}
+# The fleet lake, when it is attached to a school's instance (as FLEET_ALIAS) rather than to its own.
+_shared: set[tuple[str, str]] = set()
+FLEET_ALIAS = "fleet_lake"
 _lock = threading.Lock()
 # A forked child never uses its parent's instances, and never destroys them either: their
 # destructors wait on locks that threads of the parent held at the fork, which hangs the child.
@@ -276,6 +282,7 @@ def _forget_after_fork() -> None:
     global _lock
     _inherited.extend(_instances.values())
     _instances.clear()
+    _shared.clear()
     _lock = threading.Lock()
 
 
@@ -359,11 +366,35 @@ def connect(
     key = (school_id, lake.to_env())
     with _lock:
         instance = _instances.get(key)
+        if instance is None and school_id == FLEET:
+            instance = _attach_fleet(lake, key)
         if instance is None:
             instance = _instances[key] = _open(lake, school_id, read_only=False)
     cursor = instance.cursor()
-    cursor.execute(f"use {ALIAS}")
+    cursor.execute(f"use {FLEET_ALIAS if key in _shared else ALIAS}")
     return cursor
+
+
+def _attach_fleet(lake: LakeSettings, key: tuple[str, str]):
+    """Attach the fleet lake to a school's instance already open here with the same settings.
+
+    A task publishes its run's status to the fleet lake right after writing the school's: a second
+    instance would load the extensions again. The school's own queries never name FLEET_ALIAS, and an
+    auditor's read-only instance is never shared.
+    """
+    host = next((inst for (sid, env), inst in _instances.items() if env == key[1] and sid != FLEET), None)
+    if host is None:
+        return None
+    if lake.kind == EMBEDDED:
+        prepare_embedded(lake, FLEET)
+    try:
+        host.execute(lake.attach_sql(FLEET, alias=FLEET_ALIAS))
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise LakeError(f"cannot open the fleet lake ({lake.describe()}): {first}") from exc
+    _instances[key] = host
+    _shared.add(key)
+    return host
 
 
 def cursor_if_open(school_id: str, lake: LakeSettings | None = None):
@@ -396,8 +427,21 @@ def has_table(con, schema: str, table: str) -> bool:
 def release(school_id: str | None = None) -> None:
     """Close this process's cached instances (of one school, or all)."""
     with _lock:
+        closing = []
         for key in [key for key in _instances if school_id in (None, key[0])]:
-            _instances.pop(key).close()
+            instance = _instances.pop(key)
+            if key in _shared:  # the fleet lake leaves the school's instance, which stays
+                _shared.discard(key)
+                with contextlib.suppress(duckdb.Error):
+                    instance.execute(f"detach {FLEET_ALIAS}")
+            else:
+                closing.append(instance)
+        # The fleet lake goes with the school's instance it was attached to.
+        for key in [key for key, inst in _instances.items() if any(inst is c for c in closing)]:
+            _instances.pop(key)
+            _shared.discard(key)
+        for instance in {id(c): c for c in closing}.values():
+            instance.close()
 
 
 def dbt_env(school_id: str, lake: LakeSettings | None = None) -> dict[str, str]:
