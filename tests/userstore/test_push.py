@@ -302,7 +302,8 @@ def test_the_push_logs_where_its_time_went(warehouse, engine, caplog):
     assert len(lines) == 1
     assert re.fullmatch(
         r"push of run run-1 took prepare \d+\.\d\d s, statistics \d+\.\d\d s, transfer \d+\.\d\d s, "
-        r"3 batches \d+\.\d\d s, finish \d+\.\d\d s, cleanup \d+\.\d\d s",
+        r"3 batches \d+\.\d\d s, baseline alongside \d+\.\d\d s, finish \d+\.\d\d s, "
+        r"cleanup \d+\.\d\d s",
         lines[0],
     )
 

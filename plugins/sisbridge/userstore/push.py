@@ -37,6 +37,7 @@ from sisbridge.userstore.schema import (
     push_batches,
     refresh_stale_statistics,
     store_errors,
+    users,
 )
 from sisbridge.userstore.statements import STAGE_USERS
 
@@ -70,6 +71,8 @@ class PushPlan:
     batches: int
     pending: tuple[int, ...]
     workers: int
+    # The store held none of the school's users when the push started (its first push).
+    new_school: bool = False
 
     @property
     def school_id(self) -> str:
@@ -149,25 +152,24 @@ def push(
     try:
         with _timed(phases, "prepare"):
             batches = transfer.prepare(con, school, batch_size)
+        pending = tuple(batch_no for batch_no in range(batches) if batch_no not in done)
         plan = PushPlan(
             engine=engine,
             school=school,
             run_id=run_id,
             batch_size=batch_size,
             batches=batches,
-            pending=tuple(batch_no for batch_no in range(batches) if batch_no not in done),
+            pending=pending,
             workers=workers if is_postgres(engine) else 1,
+            new_school=bool(pending) and not _store_has_users(engine, school.school_id),
         )
         if plan.pending:
             with _timed(phases, "statistics"):
                 applied_users = con.execute("select count(*) from state.applied_users").fetchone()[0]
                 refresh_stale_statistics(engine, school.school_id, applied_users)
             with _timed(phases, "transfer"), store_errors(f"copying the change set of run {run_id}"):
-                transfer.fill(con, engine, school.school_id, list(plan.pending))
-            with _timed(phases, f"{len(plan.pending)} batches"):
-                _apply_batches(plan)
-        with _timed(phases, "finish"):
-            result = _finish_push(con, plan)
+                transfer.fill(con, engine, school.school_id, list(plan.pending), new_school=plan.new_school)
+        result = _apply_and_finish(con, plan, phases)
         with _timed(phases, "cleanup"):
             _cleanup(engine, school.school_id, run_id)
         log.info(
@@ -181,6 +183,12 @@ def push(
         con.execute("drop table if exists temp._push_changed")
 
 
+def _store_has_users(engine: sa.Engine, school_id: str) -> bool:
+    query = sa.select(users.c.external_id).where(users.c.school_id == school_id).limit(1)
+    with store_errors("reading the store"), engine.connect() as conn:
+        return conn.execute(query).first() is not None
+
+
 @contextlib.contextmanager
 def _timed(phases: dict[str, float], phase: str) -> Generator[None, None, None]:
     """Add the wall time of the block to phases[phase] (for the push's log line)."""
@@ -191,62 +199,78 @@ def _timed(phases: dict[str, float], phase: str) -> Generator[None, None, None]:
         phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - started
 
 
-def _apply_batches(plan: PushPlan) -> None:
-    """Apply the pending batches in order, `workers` at a time; raise the first failed batch's error.
+class _Batches:
+    """The pending batches, applied by `workers` threads while the caller does the warehouse's part.
 
     Batches touch disjoint users, and each commits on its own with its row in the batch table, so
     their order does not matter. After a failure no further batch starts; the ones already running
-    finish (commit or roll back), and a retry applies whatever did not commit.
+    finish (commit or roll back), and a retry applies whatever did not commit. Each worker takes its
+    own store connection from the engine's pool for each batch; no worker touches DuckDB.
     """
 
-    def apply(batch_no: int) -> None:
-        with store_errors(plan.describe(batch_no)):
-            apply_batch(plan, batch_no)
+    def __init__(self, plan: PushPlan):
+        self.plan = plan
+        self._pending = iter(plan.pending)
+        self._taking = threading.Lock()
+        self._failed = threading.Event()
+        self._errors: dict[int, BaseException] = {}
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sisbridge-push-{n}", daemon=True)
+            for n in range(min(plan.workers, len(plan.pending)))
+        ]
 
-    order = list(plan.pending)
-    if plan.workers == 1 or len(order) < 2:
-        for batch_no in order:
-            apply(batch_no)
-        return
-    pending = iter(order)
-    taking = threading.Lock()
-    failed = threading.Event()
-    errors: dict[int, BaseException] = {}
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
 
-    def work() -> None:
-        while not failed.is_set():
-            with taking:
-                batch_no = next(pending, None)
+    def _work(self) -> None:
+        while not self._failed.is_set():
+            with self._taking:
+                batch_no = next(self._pending, None)
             if batch_no is None:
                 return
             try:
-                apply(batch_no)
+                with store_errors(self.plan.describe(batch_no)):
+                    apply_batch(self.plan, batch_no)
             except BaseException as exc:
-                errors[batch_no] = exc
-                failed.set()
+                self._errors[batch_no] = exc
+                self._failed.set()
 
-    # Each worker takes its own store connection from the engine's pool for each batch.
-    threads = [
-        threading.Thread(target=work, name=f"sisbridge-push-{n}", daemon=True)
-        for n in range(min(plan.workers, len(order)))
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+    def join(self, *, stop: bool = False) -> None:
+        """Wait for the workers (`stop`: start no further batch); raise the first failed batch's error."""
+        if stop:
+            self._failed.set()
+        for thread in self._threads:
             thread.join()
-    finally:
-        failed.set()
-    if errors:
-        first = min(errors)
-        for batch_no, exc in sorted(errors.items()):
-            if batch_no != first:
-                log.warning("batch %d of run %s also failed: %s", batch_no + 1, plan.run_id, first_line(exc))
-        raise errors[first]
+        if self._errors:
+            first = min(self._errors)
+            for batch_no, exc in sorted(self._errors.items()):
+                if batch_no != first:
+                    log.warning(
+                        "batch %d of run %s also failed: %s", batch_no + 1, self.plan.run_id, first_line(exc)
+                    )
+            raise self._errors[first]
 
 
 def apply_batch(plan: PushPlan, batch_no: int) -> None:
-    """Set one batch of users and their memberships to the target state, in one store transaction."""
+    """Set one batch of users and their memberships to the target state, in one store transaction.
+
+    A batch whose users the store does not have (all of a school's first push) inserts them without
+    the conflict checks of the general statements; should one be there after all (written by someone
+    else meanwhile), that transaction fails on the key and the batch runs again the general way.
+    """
+    if plan.new_school:
+        try:
+            _apply_batch(plan, batch_no, new_users=True)
+            return
+        except sa.exc.IntegrityError as exc:
+            log.info(
+                "batch %d of run %s: %s; applying it again as changes", batch_no + 1, plan.run_id, exc.orig
+            )
+    _apply_batch(plan, batch_no, new_users=False)
+
+
+def _apply_batch(plan: PushPlan, batch_no: int, *, new_users: bool) -> None:
     now = audit.utcnow()
     params = statements.params(plan.school_id, now)
     text = statements.text
@@ -269,17 +293,24 @@ def apply_batch(plan: PushPlan, batch_no: int) -> None:
             # session and kept, so it must be made here.
             conn.exec_driver_sql("set local enable_seqscan = off")
         count = transfer.stage_batch(conn, plan.school_id, batch_no)
-        existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
-        if existing:
-            # Users first, while the old memberships are still there to compare against. A batch of
-            # new users only (a school's first push) has nothing to update or delete: each of these
-            # statements would probe the store's indexes once per staged user and find nothing.
-            conn.execute(text(statements.UPDATE_USERS), params)
-            conn.execute(text(statements.delete_stale_memberships(STAGE_USERS, postgres=postgres)), params)
-            conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
-        if existing < count:  # else every staged user is in the store already: nothing to insert
-            conn.execute(text(statements.INSERT_USERS), params)
-        conn.execute(text(statements.insert_memberships(STAGE_USERS, "in_target")), params)
+        if new_users:
+            # Nothing to capture, update or delete, and no conflict to look for.
+            conn.execute(text(statements.INSERT_NEW_USERS), params)
+            conn.execute(text(statements.INSERT_NEW_MEMBERSHIPS), params)
+        else:
+            existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
+            if existing:
+                # Users first, while the old memberships are still there to compare against. A batch
+                # of new users only has nothing to update or delete: each of these statements would
+                # probe the store's indexes once per staged user and find nothing.
+                conn.execute(text(statements.UPDATE_USERS), params)
+                conn.execute(
+                    text(statements.delete_stale_memberships(STAGE_USERS, postgres=postgres)), params
+                )
+                conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
+            if existing < count:  # else every staged user is in the store already: nothing to insert
+                conn.execute(text(statements.INSERT_USERS), params)
+            conn.execute(text(statements.insert_memberships(STAGE_USERS, "in_target")), params)
         transfer.unstage(conn)
         record_batch(conn, plan, batch_no, count, now)
 
@@ -311,35 +342,79 @@ def _cleanup(engine: sa.Engine, school_id: str, run_id: str) -> None:
         log.warning("push of run %s succeeded but could not clean up the store: %s", run_id, exc)
 
 
-def _finish_push(con, plan: PushPlan) -> PushResult:
-    """Move the before images in, advance the baseline and write the audit, in one warehouse transaction.
+def _apply_and_finish(con, plan: PushPlan, phases: dict[str, float]) -> PushResult:
+    """Apply the pending batches and write the warehouse's side of the push, in one warehouse transaction.
 
-    Only the users whose baseline row or memberships differ from the target are rewritten (stamped
-    with this run's id), and their previous baseline rows are kept in `audit.push_baseline_*`.
+    The baseline is advanced while the batches run: it depends on the warehouse only, and the
+    transaction commits only once every batch has committed and the before images are in. A failed
+    batch rolls the transaction back (and a failure in the warehouse stops the batches), so nothing
+    of the run is in the baseline or the audit until the whole push has succeeded.
     """
     run_id = plan.run_id
     now = audit.utcnow()
-    users_cols = ", ".join(STATE_USER_COLUMNS)
-    members_cols = ", ".join(MEMBERSHIP_COLUMNS)
+    reading = f"reading the before images of run {run_id}"
     with contextlib.ExitStack() as stack:
-        with store_errors(f"reading the before images of run {run_id}"):
+        # Attached before the transaction begins: DuckDB detaches a database only outside of one.
+        with store_errors(reading):
             store = stack.enter_context(transfer.attached(con, plan.engine))
-        con.execute("begin")
+        batches = _Batches(plan)
+        label = f"{len(plan.pending)} batches"
+        if plan.pending:
+            phases[label] = 0.0  # logged before the baseline, which runs alongside them
+        started = time.perf_counter()
+        batches.start()
+        began = False
         try:
-            with store_errors(f"reading the before images of run {run_id}"):
-                before_images.move_to_warehouse(
-                    con, store, plan.school_id, run_id, now, postgres=is_postgres(plan.engine)
-                )
-            result = _advance_baseline(con, plan, now, users_cols, members_cols)
-            con.execute("commit")
+            try:
+                con.execute("begin")
+                began = True
+                with _timed(phases, "baseline alongside"):
+                    _advance_baseline(con, plan)
+            except BaseException:
+                batches.join(stop=True)
+                raise
+            batches.join()
+            if plan.pending:
+                phases[label] = time.perf_counter() - started
+            with _timed(phases, "finish"):
+                with store_errors(reading):
+                    before_images.move_to_warehouse(
+                        con, store, plan.school_id, run_id, now, postgres=is_postgres(plan.engine)
+                    )
+                result = _record_audit(con, plan, now)
+                con.execute("commit")
         except BaseException:
-            con.execute("rollback")
+            if began:
+                con.execute("rollback")
             raise
     return result
 
 
-def _advance_baseline(con, plan: PushPlan, now, users_cols: str, members_cols: str) -> PushResult:
+def _advance_baseline(con, plan: PushPlan) -> None:
+    """Set the baseline to the target, keeping the rows it replaces in `audit.push_baseline_*`.
+
+    Only the users whose baseline row or memberships differ from the target are rewritten (stamped
+    with this run's id).
+    """
     run_id = plan.run_id
+    users_cols = ", ".join(STATE_USER_COLUMNS)
+    members_cols = ", ".join(MEMBERSHIP_COLUMNS)
+    target_users = f"select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state"
+    target_members = f"select distinct {members_cols} from intermediate.int_memberships_target_state"
+    empty = con.execute(
+        """
+        select not exists (select 1 from state.applied_users)
+           and not exists (select 1 from state.applied_memberships)
+        """
+    ).fetchone()[0]
+    if empty:
+        # A school's first push: every target user differs from the empty baseline, and there is no
+        # earlier row to keep.
+        con.execute(
+            f"insert into state.applied_users ({users_cols}, applied_run_id) {target_users}", [run_id]
+        )
+        con.execute(f"insert into state.applied_memberships ({members_cols}) {target_members}")
+        return
     # The users whose baseline row or memberships differ from the target, in either direction.
     # `is distinct from` compares NULLs as equal; one join per table, keyed on the user.
     differs = " or ".join(f"a.{column} is distinct from t.{column}" for column in STATE_USER_COLUMNS[1:])
@@ -370,19 +445,15 @@ def _advance_baseline(con, plan: PushPlan, now, users_cols: str, members_cols: s
             """,
             [run_id],
         )
+    changed = "where external_id in (select external_id from _push_changed)"
     set_baseline_rows(
-        con,
-        "_push_changed",
-        f"""
-        select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state
-        where external_id in (select external_id from _push_changed)
-        """,
-        [run_id],
-        f"""
-        select distinct {members_cols} from intermediate.int_memberships_target_state
-        where external_id in (select external_id from _push_changed)
-        """,
+        con, "_push_changed", f"{target_users} {changed}", [run_id], f"{target_members} {changed}"
     )
+
+
+def _record_audit(con, plan: PushPlan, now) -> PushResult:
+    """Write the run's applied changes and its `audit.push_runs` row; returns the counts."""
+    run_id = plan.run_id
     con.execute("delete from audit.applied_changes where run_id = ?", [run_id])
     # An opt-out the store did not take (customized, or already opted out) was not applied.
     con.execute(

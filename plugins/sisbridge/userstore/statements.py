@@ -102,13 +102,22 @@ where users.school_id = :school
 """
 
 # A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default.
-INSERT_USERS = f"""
+_INSERT_STAGED_USERS = f"""
 insert into users (school_id, external_id, {", ".join(SIS_FIELDS)}, email_opt_out, created_at, updated_at)
 select :school, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)},
        coalesce(s.file_opt_out, s.target_opt_out), :now, :now
 from {STAGE_USERS} as s
 where s.in_target
-on conflict (school_id, external_id) do nothing
+"""
+INSERT_USERS = _INSERT_STAGED_USERS + "on conflict (school_id, external_id) do nothing\n"
+
+# A batch of users the store does not have (`push.apply_batch`): plain inserts, without the conflict
+# checks. Every staged membership is a target user's (`transfer.prepare`).
+INSERT_NEW_USERS = _INSERT_STAGED_USERS
+INSERT_NEW_MEMBERSHIPS = f"""
+insert into user_communities (school_id, external_id, community_group, community)
+select :school, m.external_id, m.community_group, m.community
+from {STAGE_MEMBERS} as m
 """
 
 

@@ -176,7 +176,7 @@ def _create_transfer_tables(conn: sa.Connection, tables: dict[str, str]) -> None
         conn.exec_driver_sql(f"create {unlogged}table {table} (batch_no integer not null, {columns})")
 
 
-def fill(con, engine: sa.Engine, school_id: str, pending: list[int]) -> None:
+def fill(con, engine: sa.Engine, school_id: str, pending: list[int], *, new_school: bool = False) -> None:
     """Copy the pending batches of `_push_users` and `_push_members` into the school's transfer tables.
 
     The tables are made anew (a retry copies only the batches that did not commit), filled by DuckDB,
