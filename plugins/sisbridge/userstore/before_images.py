@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from sisbridge.userstore import statements
 from sisbridge.userstore.schema import (
     BEFORE_IMAGE_COLUMNS,
     TIMESTAMP_COLUMNS,
@@ -46,17 +47,39 @@ insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
 select :run, :batch, {_USER_COLUMNS} from users
 where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
-_SAVE_MEMBERS = f"""
-insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-select :run, {", ".join(f"c.{column.name}" for column in user_communities.columns)}
-from {push_before_users.name} as u
-join user_communities as c on c.school_id = u.school_id and c.external_id = u.external_id
-where u.run_id = :run and u.batch_no = :batch and u.school_id = :school
+# The batch's memberships are copied in the same statement that compares them with its target
+# (`statements.member_changes`), driven by the staged users, as above.
+_PG_SAVE_MEMBERS = f"""
+with saved as (
+    insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
+    select :run, {", ".join(f"c.{column.name}" for column in user_communities.columns)}
+    from {STAGE_USERS} as s
+    cross join lateral (
+        select {_MEMBER_COLUMNS} from user_communities
+        where user_communities.school_id = :school and user_communities.external_id = s.external_id
+    ) as c
+    returning external_id, community_group, community
+)
+{statements.member_changes("select external_id, community_group, community from saved")}
 """
+_SQLITE_SAVE_MEMBERS = f"""
+insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
+select :run, {_MEMBER_COLUMNS} from user_communities
+where school_id = :school and external_id in (select external_id from {STAGE_USERS})
+"""
+_SQLITE_MEMBER_CHANGES = statements.member_changes(
+    f"""
+    select external_id, community_group, community from {push_before_memberships.name}
+    where run_id = :run and school_id = :school and external_id in (select external_id from {STAGE_USERS})
+    """
+)
 
 
 def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> int:
-    """Lock the staged users' store rows and keep them and their memberships; returns how many exist."""
+    """Lock the staged users' store rows and keep them and their memberships; returns how many exist.
+
+    Also fills the batch's `statements.MEMBER_CHANGES`, from the memberships it keeps.
+    """
     keys = {"school": school_id, "run": run_id, "batch": batch_no}
     # A batch whose earlier attempt rolled back left nothing behind; this is belt and braces.
     conn.execute(
@@ -68,8 +91,14 @@ def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> 
     )
     postgres = conn.dialect.name == "postgresql"
     existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
-    if existing:
-        conn.execute(sa.text(_SAVE_MEMBERS), keys)
+    conn.exec_driver_sql(f"drop table if exists {statements.MEMBER_CHANGES}")
+    conn.exec_driver_sql(statements.MEMBER_CHANGES_DDL + (" on commit drop" if postgres else ""))
+    if postgres:
+        conn.execute(sa.text(_PG_SAVE_MEMBERS), keys)
+    else:
+        if existing:
+            conn.execute(sa.text(_SQLITE_SAVE_MEMBERS), keys)
+        conn.execute(sa.text(_SQLITE_MEMBER_CHANGES), keys)
     return existing
 
 

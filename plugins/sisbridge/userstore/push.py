@@ -300,17 +300,14 @@ def _apply_batch(plan: PushPlan, batch_no: int, *, new_users: bool) -> None:
         else:
             existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
             if existing:
-                # Users first, while the old memberships are still there to compare against. A batch
-                # of new users only has nothing to update or delete: each of these statements would
-                # probe the store's indexes once per staged user and find nothing.
+                # A batch of new users only has nothing to update or delete: each of these statements
+                # would probe the store's indexes once per staged user and find nothing.
                 conn.execute(text(statements.UPDATE_USERS), params)
-                conn.execute(
-                    text(statements.delete_stale_memberships(STAGE_USERS, postgres=postgres)), params
-                )
+                conn.execute(text(statements.delete_gone_memberships(postgres=postgres)), params)
                 conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
             if existing < count:  # else every staged user is in the store already: nothing to insert
                 conn.execute(text(statements.INSERT_USERS), params)
-            conn.execute(text(statements.insert_memberships(STAGE_USERS, "in_target")), params)
+            conn.execute(text(statements.INSERT_ADDED_MEMBERSHIPS), params)
         transfer.unstage(conn)
         record_batch(conn, plan, batch_no, count, now)
 

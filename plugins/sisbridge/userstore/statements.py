@@ -24,6 +24,8 @@ from sisbridge.userstore.schema import SIS_FIELDS
 STAGE_USERS = "sisbridge_stage_users"
 STAGE_MEMBERS = "sisbridge_stage_members"
 STAGE_BEFORE = "sisbridge_stage_before"
+# A push batch's membership changes (temp table): the rows it adds (`adding`) and removes.
+MEMBER_CHANGES = "sisbridge_stage_member_changes"
 # The columns of the stage tables, with their types in both PostgreSQL and SQLite.
 _SIS_TYPES = tuple((field, "integer" if field == "graduation_year" else "text") for field in SIS_FIELDS)
 STAGE_COLUMNS = {
@@ -85,6 +87,27 @@ OPT_OUT_RULE = """
     end
 """
 
+MEMBER_CHANGES_DDL = f"""
+create temp table {MEMBER_CHANGES} (
+    external_id text not null, community_group text not null, community text not null, adding boolean not null
+)
+"""
+
+
+# The membership changes of a batch: its target memberships (`STAGE_MEMBERS`, target users' only)
+# against the store's, as the batch's before images captured them (`before_images.capture`).
+# Computed once, with set operations over the batch's own rows; the store's tables are then touched
+# only where a membership really changes.
+def member_changes(before: str) -> str:
+    target = f"select external_id, community_group, community from {STAGE_MEMBERS}"
+    return f"""
+    insert into {MEMBER_CHANGES} (external_id, community_group, community, adding)
+    select external_id, community_group, community, true from ({target} except {before}) as added
+    union all
+    select external_id, community_group, community, false from ({before} except {target}) as gone
+    """
+
+
 UPDATE_USERS = f"""
 update users set
     {", ".join(f"{field} = s.{field}" for field in SIS_FIELDS)},
@@ -97,8 +120,33 @@ where users.school_id = :school
   and (
       {FIELDS_DIFFER}
       or (s.file_opt_out and not users.email_opt_out and not users.email_prefs_customized)
-      or {MEMBERSHIPS_DIFFER}
+      or s.external_id in (select external_id from {MEMBER_CHANGES})
   )
+"""
+
+
+def delete_gone_memberships(*, postgres: bool) -> str:
+    if postgres:
+        return f"""
+        delete from user_communities using {MEMBER_CHANGES} as g
+        where not g.adding
+          and user_communities.school_id = :school
+          and user_communities.external_id = g.external_id
+          and user_communities.community_group = g.community_group
+          and user_communities.community = g.community
+        """
+    return f"""
+    delete from user_communities
+    where school_id = :school
+      and (external_id, community_group, community) in (
+          select external_id, community_group, community from {MEMBER_CHANGES} where not adding)
+    """
+
+
+INSERT_ADDED_MEMBERSHIPS = f"""
+insert into user_communities (school_id, external_id, community_group, community)
+select :school, external_id, community_group, community from {MEMBER_CHANGES} where adding
+on conflict do nothing
 """
 
 # A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default.

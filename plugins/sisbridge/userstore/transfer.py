@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sisbridge import extensions, normalize
 from sisbridge.config import SchoolConfig
 from sisbridge.userstore.schema import MEMBERSHIP_COLUMNS, is_postgres
-from sisbridge.userstore.statements import STAGE_COLUMNS, STAGE_MEMBERS, STAGE_USERS
+from sisbridge.userstore.statements import MEMBER_CHANGES, STAGE_COLUMNS, STAGE_MEMBERS, STAGE_USERS
 
 # Printable ASCII normalizes the same in DuckDB as in Python; other values go through
 # `normalize.key` in Python (table `_push_norm`).
@@ -157,6 +157,7 @@ def prepare(con, school: SchoolConfig, batch_size: int) -> int:
         select u.batch_no, u.external_id, m.community_group, m.community
         from _push_users as u
         join intermediate.int_memberships_target_state as m on m.external_id = u.warehouse_id
+        where u.in_target  -- the batches count on it
         order by all
         """
     )
@@ -236,3 +237,4 @@ def stage_batch(conn: sa.Connection, school_id: str, batch_no: int) -> int:
 def unstage(conn: sa.Connection) -> None:
     for stage in (STAGE_USERS, STAGE_MEMBERS):
         conn.exec_driver_sql(f"drop view if exists {stage}")
+    conn.exec_driver_sql(f"drop table if exists {MEMBER_CHANGES}")
