@@ -87,9 +87,17 @@ OPT_OUT_RULE = """
     end
 """
 
+# The key is also what keeps PostgreSQL's planner sane here: with sequential scans off in a batch
+# (`push.apply_batch`), a table without an index costs every plan that reads it the same penalty,
+# and the planner then no longer tells the plans apart (it joined a whole school's users to the
+# batch's with a nested loop).
 MEMBER_CHANGES_DDL = f"""
 create temp table {MEMBER_CHANGES} (
-    external_id text not null, community_group text not null, community text not null, adding boolean not null
+    external_id text not null,
+    community_group text not null,
+    community text not null,
+    adding boolean not null,
+    primary key (external_id, community_group, community)
 )
 """
 
