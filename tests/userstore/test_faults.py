@@ -143,7 +143,7 @@ def test_a_push_killed_after_k_batches_converges_on_retry(warehouse, engine, mon
     audit_rows = _audit(warehouse)
     assert len(audit_rows) == 9 and len(set(audit_rows)) == 9
     assert warehouse.execute(
-        "select count(*), count(distinct external_id) from audit.applied_before where run_id = 'run-2'"
+        "select count(*), count(distinct external_id) from audit.applied_before_users where run_id = 'run-2'"
     ).fetchone() == (8, 8)
     # The before images survived the retry: a rollback restores run 1's store exactly.
     rollback(warehouse, engine, ACME, "run-2", "rollback-1")
@@ -219,7 +219,7 @@ def _converges(warehouse, engine, target, before_users, before_members) -> None:
     assert warehouse.execute(
         """
         select count(*), count(distinct external_id), list(distinct batch_no order by batch_no)
-        from audit.applied_before where run_id = 'run-2'
+        from audit.applied_before_users where run_id = 'run-2'
         """
     ).fetchone() == (8, 8, [0, 1, 2, 3])
     rollback(warehouse, engine, ACME, "run-2", "rollback-1")
@@ -381,3 +381,58 @@ def test_two_schools_pushed_at_the_same_time_do_not_interfere(pg_url, tmp_path):
         ]
         warehouses[s.school_id].close()
     engine.dispose()
+
+
+def test_a_user_written_by_someone_else_during_a_first_push_is_updated_and_restorable(
+    warehouse, engine, monkeypatch
+):
+    """A first push inserts without conflict checks; a user written meanwhile sends its batch the slow way."""
+    people = [person(f"u{n}@acme.edu") for n in range(6)]
+    memberships = {p["external_id"]: [("Affinity", "Chess")] for p in people}
+    stage_run(warehouse, people, memberships)
+    original = push_module._apply_batch
+    attempts = []
+
+    def someone_else_writes_u3_first(plan, batch_no, *, new_users):
+        attempts.append((batch_no, new_users))
+        if batch_no == 1 and new_users:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    """
+                    insert into users (school_id, external_id, email, first_name, last_name, status,
+                                       email_opt_out, email_prefs_customized, created_at, updated_at)
+                    values ('acme', 'u3@acme.edu', 'u3@acme.edu', 'Platform', 'Made', 'active',
+                            true, true, '2020-01-01 00:00:00', '2020-01-01 00:00:00')
+                    """
+                )
+                conn.exec_driver_sql(
+                    "insert into user_communities values ('acme', 'u3@acme.edu', 'Affinity', 'Go')"
+                )
+        return original(plan, batch_no, new_users=new_users)
+
+    monkeypatch.setattr(push_module, "_apply_batch", someone_else_writes_u3_first)
+
+    result = push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
+
+    # Batch 2 (u2, u3) failed on u3's key and ran again as changes; the others went the fast way.
+    assert attempts == [(0, True), (1, True), (1, False), (2, True)]
+    assert result == PushResult(
+        creates=6, updates=0, reactivations=0, deactivations=0, deletes=0, opt_outs=0, batches=3
+    )
+    # u3 follows the file, but keeps the preferences its user customized.
+    assert store_users(engine) == [
+        expected_row(
+            p, opt_out=p["external_id"] == "u3@acme.edu", customized=p["external_id"] == "u3@acme.edu"
+        )
+        for p in people
+    ]
+    assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
+    assert warehouse.execute(
+        "select external_id from audit.applied_before_users where run_id = 'run-1' and existed"
+    ).fetchall() == [("u3@acme.edu",)]
+    # The rollback removes the run's users and gives u3 back as the platform had written it.
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert store_users(engine) == [
+        ("u3@acme.edu", "u3@acme.edu", None, None, "Platform", "Made", None, None, "active", True, True)
+    ]
+    assert store_memberships(engine) == [("u3@acme.edu", "Affinity", "Go")]

@@ -288,7 +288,7 @@ def test_a_push_writes_no_files_and_leaves_nothing_behind_in_the_store(
             conn.exec_driver_sql("select count(*) from sisbridge_push_before_memberships").scalar_one() == 0
         )
     assert warehouse.execute(
-        "select count(*), count(user_row) from audit.applied_before where run_id = 'run-2'"
+        "select count(*), count(*) filter (existed) from audit.applied_before_users where run_id = 'run-2'"
     ).fetchone() == (9, 9)
 
 

@@ -7,6 +7,7 @@ connection, never from several threads.
 from __future__ import annotations
 
 from sisbridge.userstore.schema import (
+    BEFORE_IMAGE_COLUMNS,
     MEMBERSHIP_COLUMNS,
     STATE_USER_COLUMNS,
     PermanentStoreError,
@@ -19,15 +20,27 @@ _BASELINE_USER_COLUMNS = ",\n    ".join(
     for name in STATE_USER_COLUMNS
 )
 
+_BEFORE_IMAGE_COLUMNS = ",\n    ".join(f"{name} {sql_type(users.c[name])}" for name in BEFORE_IMAGE_COLUMNS)
+
+# The before images of a run (`before_images`): one row per user of its change set, with the store's
+# row as it was (`existed` false and nulls for a user the store did not have), and the memberships
+# those users had. Runs pushed before these tables kept theirs as JSON in `audit.applied_before`,
+# which a rollback still reads.
 WAREHOUSE_SCHEMA = f"""
 create schema if not exists audit;
-create table if not exists audit.applied_before (
+create table if not exists audit.applied_before_users (
     run_id varchar not null,
     batch_no integer not null,
     external_id varchar not null,
-    user_row json,
-    memberships json,
+    existed boolean not null,
+    {_BEFORE_IMAGE_COLUMNS},
     captured_at timestamp not null
+);
+create table if not exists audit.applied_before_memberships (
+    run_id varchar not null,
+    external_id varchar not null,
+    community_group varchar not null,
+    community varchar not null
 );
 create table if not exists audit.push_runs (
     run_id varchar not null,  -- one row per run (a DuckLake has no keys)

@@ -3,9 +3,10 @@
 A batch locks its users' store rows and copies them, with their memberships, into the store's
 `sisbridge_push_before_*` tables in its own transaction (`capture`): the batch and its before images
 commit together, and a retried batch captures them again from the same unchanged rows. Once every
-batch is done, `move_to_warehouse` writes them into the warehouse's `audit.applied_before` (one row per
-user of the change set, `user_row` null for a user the store did not have) inside the warehouse
-transaction that finishes the push, and `forget` deletes them from the store.
+batch is done, `move_to_warehouse` writes them into the warehouse's `audit.applied_before_users` (one row
+per user of the change set, `existed` false for a user the store did not have) and
+`audit.applied_before_memberships`, typed as in the store, inside the warehouse transaction that
+finishes the push, and `forget` deletes them from the store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sqlalchemy as sa
 from sisbridge.userstore import statements
 from sisbridge.userstore.schema import (
     BEFORE_IMAGE_COLUMNS,
-    TIMESTAMP_COLUMNS,
     push_before_memberships,
     push_before_users,
     sql_type,
@@ -102,61 +102,58 @@ def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> 
     return existing
 
 
-def _store_value(store: str, name: str, postgres: bool) -> str:
+def _store_value(name: str, postgres: bool) -> str:
     """A before-image column as DuckDB reads it from the store, typed as in `users`."""
-    column = users.c[name]
-    if name in TIMESTAMP_COLUMNS:
-        # SQLite keeps SQLAlchemy's text timestamps; PostgreSQL hands over real ones.
-        value = f"b.{name}" if postgres else f"b.{name}::timestamp"
-        return f"strftime({value}, '%Y-%m-%d %H:%M:%S.%f')"
     if postgres:
         return f"b.{name}"
-    return f"b.{name}::{sql_type(column)}"
+    # SQLite keeps SQLAlchemy's text timestamps and 0/1 booleans.
+    return f"b.{name}::{sql_type(users.c[name])}"
 
 
 def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postgres: bool) -> None:
     """Write the run's before images from the store (attached to `con` as `store`) into the warehouse.
 
-    Runs inside the caller's warehouse transaction. Every user of `_push_users` gets a row; the JSON of
-    `user_row` has every column of `users` in name order, timestamps as `TIMESTAMP_FORMAT`, and
-    `memberships` is `[[group, community], ...]` in order.
+    Runs inside the caller's warehouse transaction. Every user of `_push_users` gets a row of
+    `audit.applied_before_users`; their memberships go into `audit.applied_before_memberships`.
     """
-    fields = ", ".join(f"'{name}', {_store_value(store, name, postgres)}" for name in BEFORE_IMAGE_COLUMNS)
-    con.execute("delete from audit.applied_before where run_id = ?", [run_id])
+    for table in ("users", "memberships"):
+        con.execute(f"delete from audit.applied_before_{table} where run_id = ?", [run_id])
+    columns = ", ".join(BEFORE_IMAGE_COLUMNS)
+    insert = (
+        "insert into audit.applied_before_users "
+        f"(run_id, batch_no, external_id, existed, {columns}, captured_at)"
+    )
     images = con.execute(
         f"select count(*) from {store}.{push_before_users.name} where school_id = ? and run_id = ?",
         [school_id, run_id],
     ).fetchone()[0]
     if not images:
         # All new users (a school's first push): no image to read, nor a join of every user with one.
+        nulls = ", ".join("null" for _ in BEFORE_IMAGE_COLUMNS)
         con.execute(
-            "insert into audit.applied_before select ?, batch_no, external_id, null, '[]'::json, ? "
-            "from _push_users",
-            [run_id, at],
+            f"{insert} select ?, batch_no, external_id, false, {nulls}, ? from _push_users", [run_id, at]
         )
         return
-    # The rollback reads them ordered by batch and user; no need to sort them here.
+    values = ", ".join(_store_value(name, postgres) for name in BEFORE_IMAGE_COLUMNS)
     con.execute(
         f"""
-        insert into audit.applied_before
-        select ?, s.batch_no, s.external_id,
-               case when b.external_id is not null then json_object({fields}) end,
-               coalesce(m.memberships, '[]')::json, ?
+        {insert}
+        select ?, s.batch_no, s.external_id, b.external_id is not null, {values}, ?
         from _push_users as s
         left join (
             select * from {store}.{push_before_users.name}
             where school_id = ? and run_id = ?
         ) as b on b.external_id = s.external_id
-        left join (
-            -- list_sort, not an ordered aggregate: DuckDB sorts an ordered aggregate per group,
-            -- which took 2.9 s for 100k users; sorting each user's short list takes a fifth.
-            select external_id, to_json(list_sort(list([community_group, community]))) as memberships
-            from {store}.{push_before_memberships.name}
-            where school_id = ? and run_id = ?
-            group by external_id
-        ) as m on m.external_id = s.external_id
         """,
-        [run_id, at, school_id, run_id, school_id, run_id],
+        [run_id, at, school_id, run_id],
+    )
+    con.execute(
+        f"""
+        insert into audit.applied_before_memberships (run_id, external_id, community_group, community)
+        select ?, external_id, community_group, community from {store}.{push_before_memberships.name}
+        where school_id = ? and run_id = ?
+        """,
+        [run_id, school_id, run_id],
     )
 
 

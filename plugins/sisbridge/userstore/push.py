@@ -461,10 +461,8 @@ def _record_audit(con, plan: PushPlan, now) -> PushResult:
         from marts.user_changes as c
         where c.change_type <> 'opt_out'
            or c.external_id not in (
-               select b.external_id from audit.applied_before as b
-               where b.run_id = ? and b.user_row is not null
-                 and (coalesce((b.user_row->>'email_prefs_customized')::boolean, false)
-                      or coalesce((b.user_row->>'email_opt_out')::boolean, false)))
+               select b.external_id from audit.applied_before_users as b
+               where b.run_id = ? and b.existed and (b.email_prefs_customized or b.email_opt_out))
         order by c.change_id
         """,
         [run_id, now, run_id],

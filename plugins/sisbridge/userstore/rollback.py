@@ -29,6 +29,7 @@ from sisbridge.userstore.schema import (
     store_errors,
 )
 from sisbridge.userstore.statements import STAGE_BEFORE, STAGE_COLUMNS, STAGE_MEMBERS
+from sisbridge.warehouse import has_table
 
 
 class RollbackRefused(RuntimeError):
@@ -116,6 +117,29 @@ def _refuse_unless_rollable(con, school: SchoolConfig, run_id: str) -> None:
 
 
 def _staged_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
+    """The run's before images as rows of `STAGE_BEFORE` and `STAGE_MEMBERS`."""
+    values = ", ".join((*SIS_FIELDS, "email_opt_out", "email_prefs_customized", "created_at"))
+    stage_before = con.execute(
+        f"""
+        select external_id, existed, {values} from audit.applied_before_users
+        where run_id = ? order by batch_no, external_id
+        """,
+        [run_id],
+    ).fetchall()
+    if not stage_before and has_table(con, "audit", "applied_before"):
+        return _legacy_before_images(con, run_id)
+    stage_members = con.execute(
+        """
+        select external_id, community_group, community from audit.applied_before_memberships
+        where run_id = ? order by all
+        """,
+        [run_id],
+    ).fetchall()
+    return stage_before, stage_members
+
+
+def _legacy_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
+    """The before images of a run pushed when they were kept as JSON (`audit.applied_before`)."""
     before = con.execute(
         """
         select external_id, user_row, memberships from audit.applied_before

@@ -100,8 +100,9 @@ STATE_USER_COLUMNS = (
     *(column.name for column in users.columns if column.info.get("sis") or column.info.get("state")),
 )
 MEMBERSHIP_COLUMNS = ("external_id", "community_group", "community")
-# Every column of a user row, in name order: the keys of a before image's JSON.
-BEFORE_IMAGE_COLUMNS = tuple(sorted(column.name for column in users.columns))
+# A user row's columns as the warehouse keeps its before image (`audit.applied_before_users`): all
+# but the key, which the school's own warehouse does not need.
+BEFORE_IMAGE_COLUMNS = tuple(column.name for column in users.columns if not column.primary_key)
 TIMESTAMP_COLUMNS = tuple(column.name for column in users.columns if isinstance(column.type, sa.DateTime))
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
