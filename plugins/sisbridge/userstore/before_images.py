@@ -81,14 +81,8 @@ def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> 
     Also fills the batch's `statements.MEMBER_CHANGES`, from the memberships it keeps.
     """
     keys = {"school": school_id, "run": run_id, "batch": batch_no}
-    # A batch whose earlier attempt rolled back left nothing behind; this is belt and braces.
-    conn.execute(
-        push_before_users.delete().where(
-            push_before_users.c.run_id == run_id,
-            push_before_users.c.batch_no == batch_no,
-            push_before_users.c.school_id == school_id,
-        )
-    )
+    # A batch's images commit with it, and its `sisbridge_push_batches` row tells a retry to skip it:
+    # a batch that runs has none in the tables yet.
     postgres = conn.dialect.name == "postgresql"
     existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
     conn.exec_driver_sql(f"drop table if exists {statements.MEMBER_CHANGES}")
