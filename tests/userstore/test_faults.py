@@ -383,19 +383,24 @@ def test_two_schools_pushed_at_the_same_time_do_not_interfere(pg_url, tmp_path):
     engine.dispose()
 
 
-def test_a_user_written_by_someone_else_during_a_first_push_is_updated_and_restorable(
-    warehouse, engine, monkeypatch
-):
-    """A first push inserts without conflict checks; a user written meanwhile sends its batch the slow way."""
+def _first_push_people() -> tuple[list[dict], dict]:
     people = [person(f"u{n}@acme.edu") for n in range(6)]
-    memberships = {p["external_id"]: [("Affinity", "Chess")] for p in people}
+    return people, {p["external_id"]: [("Affinity", "Chess")] for p in people}
+
+
+def test_a_user_written_by_someone_else_during_a_first_push_is_updated_and_restorable(
+    warehouse, pg_url, monkeypatch
+):
+    """A first push copies its users straight in; one written meanwhile sends the rest the general way."""
+    engine = store_engine(pg_url)
+    people, memberships = _first_push_people()
     stage_run(warehouse, people, memberships)
-    original = push_module._apply_batch
+    direct, general = push_module.apply_new_batch, push_module.apply_batch
     attempts = []
 
-    def someone_else_writes_u3_first(plan, batch_no, *, new_users):
-        attempts.append((batch_no, new_users))
-        if batch_no == 1 and new_users:
+    def someone_else_writes_u3_first(plan, batch_no, cursor):
+        attempts.append(("direct", batch_no))
+        if batch_no == 1:
             with engine.begin() as conn:
                 conn.exec_driver_sql(
                     """
@@ -408,31 +413,78 @@ def test_a_user_written_by_someone_else_during_a_first_push_is_updated_and_resto
                 conn.exec_driver_sql(
                     "insert into user_communities values ('acme', 'u3@acme.edu', 'Affinity', 'Go')"
                 )
-        return original(plan, batch_no, new_users=new_users)
+        return direct(plan, batch_no, cursor)
 
-    monkeypatch.setattr(push_module, "_apply_batch", someone_else_writes_u3_first)
+    def counted(plan, batch_no):
+        attempts.append(("general", batch_no))
+        return general(plan, batch_no)
+
+    monkeypatch.setattr(push_module, "apply_new_batch", someone_else_writes_u3_first)
+    monkeypatch.setattr(push_module, "apply_batch", counted)
 
     result = push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
 
-    # Batch 2 (u2, u3) failed on u3's key and ran again as changes; the others went the fast way.
-    assert attempts == [(0, True), (1, True), (1, False), (2, True)]
+    # Batch 2 (u2, u3) failed on u3's key; it and batch 3 were applied as changes.
+    assert attempts == [("direct", 0), ("direct", 1), ("general", 1), ("general", 2)]
     assert result == PushResult(
         creates=6, updates=0, reactivations=0, deactivations=0, deletes=0, opt_outs=0, batches=3
     )
     # u3 follows the file, but keeps the preferences its user customized.
+    u3 = "u3@acme.edu"
     assert store_users(engine) == [
-        expected_row(
-            p, opt_out=p["external_id"] == "u3@acme.edu", customized=p["external_id"] == "u3@acme.edu"
-        )
-        for p in people
+        expected_row(p, opt_out=p["external_id"] == u3, customized=p["external_id"] == u3) for p in people
     ]
     assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
     assert warehouse.execute(
         "select external_id from audit.applied_before_users where run_id = 'run-1' and existed"
-    ).fetchall() == [("u3@acme.edu",)]
+    ).fetchall() == [(u3,)]
     # The rollback removes the run's users and gives u3 back as the platform had written it.
     rollback(warehouse, engine, ACME, "run-1", "rollback-1")
-    assert store_users(engine) == [
-        ("u3@acme.edu", "u3@acme.edu", None, None, "Platform", "Made", None, None, "active", True, True)
-    ]
-    assert store_memberships(engine) == [("u3@acme.edu", "Affinity", "Go")]
+    assert store_users(engine) == [(u3, u3, None, None, "Platform", "Made", None, None, "active", True, True)]
+    assert store_memberships(engine) == [(u3, "Affinity", "Go")]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("batches_done", [0, 2])
+def test_a_first_push_killed_after_k_batches_converges_on_retry(warehouse, pg_url, monkeypatch, batches_done):
+    engine = store_engine(pg_url)
+    people, memberships = _first_push_people()
+    stage_run(warehouse, people, memberships)
+    original = push_module.record_new_batch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        if calls["n"] == batches_done:
+            raise RuntimeError("worker killed")
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(push_module, "record_new_batch", dying)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
+    monkeypatch.undo()
+    # Only the committed batches are in the store; nothing of the run is in the warehouse yet.
+    assert [row[0] for row in store_users(engine)] == [p["external_id"] for p in people[: 2 * batches_done]]
+    assert warehouse.execute("select count(*) from state.applied_users").fetchone() == (0,)
+
+    # The retry cuts the change set as the first attempt did once a batch of it is done.
+    result = push(warehouse, engine, ACME, "run-1", batch_size=50)
+
+    assert result == PushResult(
+        creates=6,
+        updates=0,
+        reactivations=0,
+        deactivations=0,
+        deletes=0,
+        opt_outs=0,
+        batches=3 if batches_done else 1,
+    )
+    assert store_users(engine) == [expected_row(p) for p in people]
+    assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
+    assert warehouse.execute(
+        "select count(*), count(*) filter (not existed) from audit.applied_before_users "
+        "where run_id = 'run-1'"
+    ).fetchone() == (6, 6)
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == ([], [])
+    engine.dispose()

@@ -104,10 +104,13 @@ def _store_value(name: str, postgres: bool) -> str:
     return f"b.{name}::{sql_type(users.c[name])}"
 
 
-def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postgres: bool) -> None:
+def move_to_warehouse(
+    con, store: str, push_users: str, school_id: str, run_id: str, at, *, postgres: bool
+) -> None:
     """Write the run's before images from the store (attached to `con` as `store`) into the warehouse.
 
-    Runs inside the caller's warehouse transaction. Every user of `_push_users` gets a row of
+    Runs inside the caller's warehouse transaction. Every user of `push_users` (the push's table of
+    its change set, `transfer.Prepared.users`) gets a row of
     `audit.applied_before_users`; their memberships go into `audit.applied_before_memberships`.
     """
     for table in ("users", "memberships"):
@@ -125,7 +128,7 @@ def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postg
         # All new users (a school's first push): no image to read, nor a join of every user with one.
         nulls = ", ".join("null" for _ in BEFORE_IMAGE_COLUMNS)
         con.execute(
-            f"{insert} select ?, batch_no, external_id, false, {nulls}, ? from _push_users", [run_id, at]
+            f"{insert} select ?, batch_no, external_id, false, {nulls}, ? from {push_users}", [run_id, at]
         )
         return
     values = ", ".join(_store_value(name, postgres) for name in BEFORE_IMAGE_COLUMNS)
@@ -133,7 +136,7 @@ def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postg
         f"""
         {insert}
         select ?, s.batch_no, s.external_id, b.external_id is not null, {values}, ?
-        from _push_users as s
+        from {push_users} as s
         left join (
             select * from {store}.{push_before_users.name}
             where school_id = ? and run_id = ?

@@ -30,7 +30,9 @@ from sisbridge.userstore.baseline import (
 )
 from sisbridge.userstore.schema import (
     MEMBERSHIP_COLUMNS,
+    SIS_FIELDS,
     STATE_USER_COLUMNS,
+    PermanentStoreError,
     ensure_schema,
     first_line,
     is_postgres,
@@ -71,7 +73,11 @@ class PushPlan:
     batches: int
     pending: tuple[int, ...]
     workers: int
-    # The store held none of the school's users when the push started (its first push).
+    prepared: transfer.Prepared
+    # The name under which the store is attached to the warehouse connection for the push.
+    store: str
+    # The store held none of the school's users when the push started (its first push): its batches
+    # are copied straight into the store's tables (`apply_new_batch`).
     new_school: bool = False
 
     @property
@@ -148,39 +154,74 @@ def push(
         # A retry must cut the change set exactly as the first attempt did.
         batch_size = next(iter(done.values()))
     _forget_finished_images(con, engine, school.school_id)
-    phases: dict[str, float] = {}
     try:
+        return _push(con, engine, school, run_id, batch_size, done, workers, direct=True)
+    except _DirectCopyFailed as exc:
+        # Most likely a user the store has after all (written by someone else since the push began).
+        log.warning(
+            "run %s: copying the new users straight into the store failed (%s); applying the rest as changes",
+            run_id,
+            first_line(exc.__cause__),
+        )
+    done = done_batches(engine, school.school_id, run_id)
+    return _push(con, engine, school, run_id, batch_size, done, workers, direct=False)
+
+
+class _DirectCopyFailed(Exception):
+    """A batch of a first push could not be copied straight into the store (not for a lost connection)."""
+
+
+def _push(
+    con,
+    engine: sa.Engine,
+    school: SchoolConfig,
+    run_id: str,
+    batch_size: int,
+    done: dict[int, int],
+    workers: int,
+    *,
+    direct: bool,
+) -> PushResult:
+    phases: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(transfer.scratch(con))
+        stack.callback(con.execute, "drop table if exists temp._push_changed")
         with _timed(phases, "prepare"):
-            batches = transfer.prepare(con, school, batch_size)
-        pending = tuple(batch_no for batch_no in range(batches) if batch_no not in done)
+            prepared = transfer.prepare(con, scratch, school, batch_size)
+        pending = tuple(batch_no for batch_no in range(prepared.batches) if batch_no not in done)
+        postgres = is_postgres(engine)
+        with store_errors(f"attaching the store for run {run_id}"):
+            store = stack.enter_context(transfer.attached(con, engine))
         plan = PushPlan(
             engine=engine,
             school=school,
             run_id=run_id,
             batch_size=batch_size,
-            batches=batches,
+            batches=prepared.batches,
             pending=pending,
-            workers=workers if is_postgres(engine) else 1,
-            new_school=bool(pending) and not _store_has_users(engine, school.school_id),
+            workers=workers if postgres else 1,
+            prepared=prepared,
+            store=store,
+            new_school=direct
+            and postgres
+            and bool(pending)
+            and not _store_has_users(engine, school.school_id),
         )
-        if plan.pending:
+        if plan.pending and not plan.new_school:
             with _timed(phases, "statistics"):
                 applied_users = con.execute("select count(*) from state.applied_users").fetchone()[0]
                 refresh_stale_statistics(engine, school.school_id, applied_users)
             with _timed(phases, "transfer"), store_errors(f"copying the change set of run {run_id}"):
-                transfer.fill(con, engine, school.school_id, list(plan.pending), new_school=plan.new_school)
+                transfer.fill(con, store, engine, prepared, school.school_id, list(plan.pending))
         result = _apply_and_finish(con, plan, phases)
-        with _timed(phases, "cleanup"):
-            _cleanup(engine, school.school_id, run_id)
-        log.info(
-            "push of run %s took %s",
-            run_id,
-            ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items()),
-        )
-        return result
-    finally:
-        transfer.drop_prepared(con)
-        con.execute("drop table if exists temp._push_changed")
+    with _timed(phases, "cleanup"):
+        _cleanup(engine, school.school_id, run_id)
+    log.info(
+        "push of run %s took %s",
+        run_id,
+        ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items()),
+    )
+    return result
 
 
 def _store_has_users(engine: sa.Engine, school_id: str) -> bool:
@@ -204,26 +245,30 @@ class _Batches:
 
     Batches touch disjoint users, and each commits on its own with its row in the batch table, so
     their order does not matter. After a failure no further batch starts; the ones already running
-    finish (commit or roll back), and a retry applies whatever did not commit. Each worker takes its
-    own store connection from the engine's pool for each batch; no worker touches DuckDB.
+    finish (commit or roll back), and a retry applies whatever did not commit. A worker takes its own
+    store connection from the engine's pool for each batch. The workers of a first push each use a
+    DuckDB cursor instead, which reads only the push's scratch tables and writes only to the
+    attached store, never to the warehouse.
     """
 
-    def __init__(self, plan: PushPlan):
+    def __init__(self, con, plan: PushPlan):
         self.plan = plan
         self._pending = iter(plan.pending)
         self._taking = threading.Lock()
         self._failed = threading.Event()
         self._errors: dict[int, BaseException] = {}
+        count = min(plan.workers, len(plan.pending))
+        self._cursors = [con.cursor() for _ in range(count)] if plan.new_school else [None] * count
         self._threads = [
-            threading.Thread(target=self._work, name=f"sisbridge-push-{n}", daemon=True)
-            for n in range(min(plan.workers, len(plan.pending)))
+            threading.Thread(target=self._work, args=(cursor,), name=f"sisbridge-push-{n}", daemon=True)
+            for n, cursor in enumerate(self._cursors)
         ]
 
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
 
-    def _work(self) -> None:
+    def _work(self, cursor) -> None:
         while not self._failed.is_set():
             with self._taking:
                 batch_no = next(self._pending, None)
@@ -231,7 +276,10 @@ class _Batches:
                 return
             try:
                 with store_errors(self.plan.describe(batch_no)):
-                    apply_batch(self.plan, batch_no)
+                    if cursor is None:
+                        apply_batch(self.plan, batch_no)
+                    else:
+                        apply_new_batch(self.plan, batch_no, cursor)
             except BaseException as exc:
                 self._errors[batch_no] = exc
                 self._failed.set()
@@ -242,6 +290,9 @@ class _Batches:
             self._failed.set()
         for thread in self._threads:
             thread.join()
+        for cursor in self._cursors:
+            if cursor is not None:
+                cursor.close()
         if self._errors:
             first = min(self._errors)
             for batch_no, exc in sorted(self._errors.items()):
@@ -249,31 +300,73 @@ class _Batches:
                     log.warning(
                         "batch %d of run %s also failed: %s", batch_no + 1, self.plan.run_id, first_line(exc)
                     )
-            raise self._errors[first]
+            error = self._errors[first]
+            if self.plan.new_school and isinstance(error, PermanentStoreError):
+                raise _DirectCopyFailed() from error
+            raise error
+
+
+def apply_new_batch(plan: PushPlan, batch_no: int, cursor) -> None:
+    """Copy a batch of users the store does not have, and their memberships, straight into the store.
+
+    One store transaction through DuckDB's postgres extension (`cursor`: a DuckDB cursor, the store
+    attached as `plan.store`): binary COPYs into `users` and `user_communities`, and the batch's row
+    in `sisbridge_push_batches`. A school's first push has nothing to capture, compare, update or
+    delete; should a user be in the store after all, the key makes the COPY fail (`push`).
+    """
+    now = audit.utcnow()
+    store, prepared = plan.store, plan.prepared
+    batch = int(batch_no)
+    fields = ", ".join(SIS_FIELDS)
+    cursor.execute("begin")
+    try:
+        # The foreign key check of each membership is planned once per store session (see
+        # `apply_batch`); while the school's users are being written, only an index scan is right.
+        cursor.execute(f"call postgres_execute('{store}', 'set local enable_seqscan = off')")
+        cursor.execute(
+            f"""
+            insert into {store}.users
+                (school_id, external_id, {fields}, email_opt_out, created_at, updated_at)
+            select ?, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)},
+                   {statements.NEW_USER_OPT_OUT}, ?, ?
+            from {prepared.users} as s
+            where s.batch_no = {batch} and s.in_target
+            """,
+            [plan.school_id, now, now],
+        )
+        cursor.execute(
+            f"""
+            insert into {store}.user_communities (school_id, external_id, community_group, community)
+            select ?, external_id, community_group, community from {prepared.members}
+            where batch_no = {batch}
+            """,
+            [plan.school_id],
+        )
+        record_new_batch(cursor, plan, batch_no, prepared.sizes[batch_no], now)
+        cursor.execute("commit")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            cursor.execute("rollback")
+        raise
+
+
+def record_new_batch(cursor, plan: PushPlan, batch_no: int, count: int, at) -> None:
+    cursor.execute(
+        f"""
+        insert into {plan.store}.{push_batches.name}
+            (school_id, run_id, batch_no, batch_size, users_in_batch, applied_at)
+        values (?, ?, ?, ?, ?, ?)
+        """,
+        [plan.school_id, plan.run_id, batch_no, plan.batch_size, count, at],
+    )
 
 
 def apply_batch(plan: PushPlan, batch_no: int) -> None:
-    """Set one batch of users and their memberships to the target state, in one store transaction.
-
-    A batch whose users the store does not have (all of a school's first push) inserts them without
-    the conflict checks of the general statements; should one be there after all (written by someone
-    else meanwhile), that transaction fails on the key and the batch runs again the general way.
-    """
-    if plan.new_school:
-        try:
-            _apply_batch(plan, batch_no, new_users=True)
-            return
-        except sa.exc.IntegrityError as exc:
-            log.info(
-                "batch %d of run %s: %s; applying it again as changes", batch_no + 1, plan.run_id, exc.orig
-            )
-    _apply_batch(plan, batch_no, new_users=False)
-
-
-def _apply_batch(plan: PushPlan, batch_no: int, *, new_users: bool) -> None:
+    """Set one batch of users and their memberships to the target state, in one store transaction."""
     now = audit.utcnow()
     params = statements.params(plan.school_id, now)
     text = statements.text
+    count = plan.prepared.sizes[batch_no]
     with plan.engine.begin() as conn:
         postgres = is_postgres(conn)
         if postgres:
@@ -292,22 +385,17 @@ def _apply_batch(plan: PushPlan, batch_no: int, *, new_users: bool) -> None:
             # a truncated store took 46-70 s instead of 3 s. The plan is made on first use in the
             # session and kept, so it must be made here.
             conn.exec_driver_sql("set local enable_seqscan = off")
-        count = transfer.stage_batch(conn, plan.school_id, batch_no)
-        if new_users:
-            # Nothing to capture, update or delete, and no conflict to look for.
-            conn.execute(text(statements.INSERT_NEW_USERS), params)
-            conn.execute(text(statements.INSERT_NEW_MEMBERSHIPS), params)
-        else:
-            existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
-            if existing:
-                # A batch of new users only has nothing to update or delete: each of these statements
-                # would probe the store's indexes once per staged user and find nothing.
-                conn.execute(text(statements.UPDATE_USERS), params)
-                conn.execute(text(statements.delete_gone_memberships(postgres=postgres)), params)
-                conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
-            if existing < count:  # else every staged user is in the store already: nothing to insert
-                conn.execute(text(statements.INSERT_USERS), params)
-            conn.execute(text(statements.INSERT_ADDED_MEMBERSHIPS), params)
+        transfer.stage_batch(conn, plan.school_id, batch_no)
+        existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
+        if existing:
+            # A batch of new users only has nothing to update or delete: each of these statements
+            # would probe the store's indexes once per staged user and find nothing.
+            conn.execute(text(statements.UPDATE_USERS), params)
+            conn.execute(text(statements.delete_gone_memberships(postgres=postgres)), params)
+            conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
+        if existing < count:  # else every staged user is in the store already: nothing to insert
+            conn.execute(text(statements.INSERT_USERS), params)
+        conn.execute(text(statements.INSERT_ADDED_MEMBERSHIPS), params)
         transfer.unstage(conn)
         record_batch(conn, plan, batch_no, count, now)
 
@@ -349,41 +437,42 @@ def _apply_and_finish(con, plan: PushPlan, phases: dict[str, float]) -> PushResu
     """
     run_id = plan.run_id
     now = audit.utcnow()
-    reading = f"reading the before images of run {run_id}"
-    with contextlib.ExitStack() as stack:
-        # Attached before the transaction begins: DuckDB detaches a database only outside of one.
-        with store_errors(reading):
-            store = stack.enter_context(transfer.attached(con, plan.engine))
-        batches = _Batches(plan)
-        label = f"{len(plan.pending)} batches"
-        if plan.pending:
-            phases[label] = 0.0  # logged before the baseline, which runs alongside them
-        started = time.perf_counter()
-        batches.start()
-        began = False
+    batches = _Batches(con, plan)
+    label = f"{len(plan.pending)} batches"
+    if plan.pending:
+        phases[label] = 0.0  # logged before the baseline, which runs alongside them
+    started = time.perf_counter()
+    batches.start()
+    began = False
+    try:
         try:
-            try:
-                con.execute("begin")
-                began = True
-                with _timed(phases, "baseline alongside"):
-                    _advance_baseline(con, plan)
-            except BaseException:
-                batches.join(stop=True)
-                raise
-            batches.join()
-            if plan.pending:
-                phases[label] = time.perf_counter() - started
-            with _timed(phases, "finish"):
-                with store_errors(reading):
-                    before_images.move_to_warehouse(
-                        con, store, plan.school_id, run_id, now, postgres=is_postgres(plan.engine)
-                    )
-                result = _record_audit(con, plan, now)
-                con.execute("commit")
+            con.execute("begin")
+            began = True
+            with _timed(phases, "baseline alongside"):
+                _advance_baseline(con, plan)
         except BaseException:
-            if began:
-                con.execute("rollback")
+            batches.join(stop=True)
             raise
+        batches.join()
+        if plan.pending:
+            phases[label] = time.perf_counter() - started
+        with _timed(phases, "finish"):
+            with store_errors(f"reading the before images of run {run_id}"):
+                before_images.move_to_warehouse(
+                    con,
+                    plan.store,
+                    plan.prepared.users,
+                    plan.school_id,
+                    run_id,
+                    now,
+                    postgres=is_postgres(plan.engine),
+                )
+            result = _record_audit(con, plan, now)
+            con.execute("commit")
+    except BaseException:
+        if began:
+            con.execute("rollback")
+        raise
     return result
 
 

@@ -1,6 +1,6 @@
 """The store-side SQL of a push batch and of a rollback: the one place that carries the preference rule.
 
-Email preferences (DESIGN.md, "Email preferences") live in `OPT_OUT_RULE` and `INSERT_USERS` only:
+Email preferences (DESIGN.md, "Email preferences") live in `OPT_OUT_RULE` and `NEW_USER_OPT_OUT` only:
 - a new user starts with `email_opt_out` equal to the file's flag;
 - an existing user whose preferences are not customized is opted out when the flag is yes;
 - nothing ever opts a user back in, and a user with customized preferences keeps every preference.
@@ -157,23 +157,16 @@ select :school, external_id, community_group, community from {MEMBER_CHANGES} wh
 on conflict do nothing
 """
 
-# A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default.
-_INSERT_STAGED_USERS = f"""
+# A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default. The same
+# expression in DuckDB copies a school's first batches straight into the store (`push.apply_new_batch`).
+NEW_USER_OPT_OUT = "coalesce(s.file_opt_out, s.target_opt_out)"
+INSERT_USERS = f"""
 insert into users (school_id, external_id, {", ".join(SIS_FIELDS)}, email_opt_out, created_at, updated_at)
 select :school, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)},
-       coalesce(s.file_opt_out, s.target_opt_out), :now, :now
+       {NEW_USER_OPT_OUT}, :now, :now
 from {STAGE_USERS} as s
 where s.in_target
-"""
-INSERT_USERS = _INSERT_STAGED_USERS + "on conflict (school_id, external_id) do nothing\n"
-
-# A batch of users the store does not have (`push.apply_batch`): plain inserts, without the conflict
-# checks. Every staged membership is a target user's (`transfer.prepare`).
-INSERT_NEW_USERS = _INSERT_STAGED_USERS
-INSERT_NEW_MEMBERSHIPS = f"""
-insert into user_communities (school_id, external_id, community_group, community)
-select :school, m.external_id, m.community_group, m.community
-from {STAGE_MEMBERS} as m
+on conflict (school_id, external_id) do nothing
 """
 
 
