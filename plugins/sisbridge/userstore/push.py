@@ -45,7 +45,8 @@ from sisbridge.userstore.statements import STAGE_USERS
 
 log = logging.getLogger(__name__)
 
-# Users per store transaction: bounds the row locks held and the memory of one batch.
+# Users per store transaction, at most (`transfer.batch_size_for`): bounds the row locks held and the
+# memory of one batch.
 DEFAULT_BATCH_SIZE = 20_000
 
 
@@ -153,6 +154,9 @@ def push(
     if done:
         # A retry must cut the change set exactly as the first attempt did.
         batch_size = next(iter(done.values()))
+    else:
+        users = con.execute("select count(distinct external_id) from marts.user_changes").fetchone()[0]
+        batch_size = transfer.batch_size_for(users, batch_size, workers if is_postgres(engine) else 1)
     _forget_finished_images(con, engine, school.school_id)
     try:
         return _push(con, engine, school, run_id, batch_size, done, workers, direct=True)
