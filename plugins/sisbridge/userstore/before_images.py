@@ -104,37 +104,49 @@ def _store_value(name: str, postgres: bool) -> str:
     return f"b.{name}::{sql_type(users.c[name])}"
 
 
+def _clear(con, run_id: str) -> None:
+    for table in ("users", "memberships"):
+        con.execute(f"delete from audit.applied_before_{table} where run_id = ?", [run_id])
+
+
+_COLUMNS = ", ".join(BEFORE_IMAGE_COLUMNS)
+_INSERT_USERS = (
+    "insert into audit.applied_before_users "
+    f"(run_id, batch_no, external_id, existed, {_COLUMNS}, captured_at)"
+)
+
+
+def record_absent(con, push_users: str, run_id: str, at) -> None:
+    """Record that the store had none of the users of `push_users` (a school's first push)."""
+    _clear(con, run_id)
+    nulls = ", ".join("null" for _ in BEFORE_IMAGE_COLUMNS)
+    con.execute(
+        f"{_INSERT_USERS} select ?, batch_no, external_id, false, {nulls}, ? from {push_users}", [run_id, at]
+    )
+
+
 def move_to_warehouse(
     con, store: str, push_users: str, school_id: str, run_id: str, at, *, postgres: bool
 ) -> None:
     """Write the run's before images from the store (attached to `con` as `store`) into the warehouse.
 
     Runs inside the caller's warehouse transaction. Every user of `push_users` (the push's table of
-    its change set, `transfer.Prepared.users`) gets a row of
-    `audit.applied_before_users`; their memberships go into `audit.applied_before_memberships`.
+    its change set, `transfer.Prepared.users`) gets a row of `audit.applied_before_users`; their
+    memberships go into `audit.applied_before_memberships`.
     """
-    for table in ("users", "memberships"):
-        con.execute(f"delete from audit.applied_before_{table} where run_id = ?", [run_id])
-    columns = ", ".join(BEFORE_IMAGE_COLUMNS)
-    insert = (
-        "insert into audit.applied_before_users "
-        f"(run_id, batch_no, external_id, existed, {columns}, captured_at)"
-    )
     images = con.execute(
         f"select count(*) from {store}.{push_before_users.name} where school_id = ? and run_id = ?",
         [school_id, run_id],
     ).fetchone()[0]
     if not images:
-        # All new users (a school's first push): no image to read, nor a join of every user with one.
-        nulls = ", ".join("null" for _ in BEFORE_IMAGE_COLUMNS)
-        con.execute(
-            f"{insert} select ?, batch_no, external_id, false, {nulls}, ? from {push_users}", [run_id, at]
-        )
+        # All new users: no image to read, nor a join of every user with one.
+        record_absent(con, push_users, run_id, at)
         return
+    _clear(con, run_id)
     values = ", ".join(_store_value(name, postgres) for name in BEFORE_IMAGE_COLUMNS)
     con.execute(
         f"""
-        {insert}
+        {_INSERT_USERS}
         select ?, s.batch_no, s.external_id, b.external_id is not null, {values}, ?
         from {push_users} as s
         left join (

@@ -206,9 +206,12 @@ def _push(
             workers=workers if postgres else 1,
             prepared=prepared,
             store=store,
+            # No batch of the run committed yet (else its before images are in the store), and the
+            # store has none of the school's users.
             new_school=direct
             and postgres
             and bool(pending)
+            and not done
             and not _store_has_users(engine, school.school_id),
         )
         if plan.pending and not plan.new_school:
@@ -454,6 +457,11 @@ def _apply_and_finish(con, plan: PushPlan, phases: dict[str, float]) -> PushResu
             began = True
             with _timed(phases, "baseline alongside"):
                 _advance_baseline(con, plan)
+                if plan.new_school:
+                    # The store has none of the run's users: their before images and the audit
+                    # need nothing from the batches.
+                    before_images.record_absent(con, plan.prepared.users, run_id, now)
+                    result = _record_audit(con, plan, now)
         except BaseException:
             batches.join(stop=True)
             raise
@@ -461,17 +469,18 @@ def _apply_and_finish(con, plan: PushPlan, phases: dict[str, float]) -> PushResu
         if plan.pending:
             phases[label] = time.perf_counter() - started
         with _timed(phases, "finish"):
-            with store_errors(f"reading the before images of run {run_id}"):
-                before_images.move_to_warehouse(
-                    con,
-                    plan.store,
-                    plan.prepared.users,
-                    plan.school_id,
-                    run_id,
-                    now,
-                    postgres=is_postgres(plan.engine),
-                )
-            result = _record_audit(con, plan, now)
+            if not plan.new_school:
+                with store_errors(f"reading the before images of run {run_id}"):
+                    before_images.move_to_warehouse(
+                        con,
+                        plan.store,
+                        plan.prepared.users,
+                        plan.school_id,
+                        run_id,
+                        now,
+                        postgres=is_postgres(plan.engine),
+                    )
+                result = _record_audit(con, plan, now)
             con.execute("commit")
     except BaseException:
         if began:
