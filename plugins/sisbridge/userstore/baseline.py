@@ -95,12 +95,10 @@ def set_baseline_rows(
 ) -> None:
     """Make the baseline of the users in temp table `ids` equal the given rows (none: not there).
 
-    The queries must return rows of users in `ids` only. The users' rows and memberships are deleted
-    and the given ones inserted straight from the queries: the work is proportional to the users in
-    `ids` (a tenth of a large school in a weekly change). The baseline tables have no key (see
-    `sisbridge.audit`), so a delete costs no index maintenance; updating in place instead took a
-    temp copy of the rows, a join to find them and an EXCEPT over the memberships, about three times
-    the time at a 1M-user first push.
+    A rollback puts a run's users back with it. The queries must return rows of users in `ids` only.
+    The users' rows and memberships are deleted and the given ones inserted straight from the
+    queries: the work is proportional to the users in `ids`. The baseline tables have no key (see
+    `sisbridge.audit`), so a delete costs no index maintenance.
     """
     columns = ", ".join((*STATE_USER_COLUMNS, "applied_run_id"))
     members = ", ".join(MEMBERSHIP_COLUMNS)

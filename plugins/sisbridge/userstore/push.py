@@ -26,7 +26,6 @@ from sisbridge.userstore import before_images, statements, transfer
 from sisbridge.userstore.baseline import (
     ensure_warehouse_tables,
     require_change_set,
-    set_baseline_rows,
 )
 from sisbridge.userstore.schema import (
     MEMBERSHIP_COLUMNS,
@@ -189,7 +188,8 @@ def _push(
     phases: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(transfer.scratch(con))
-        stack.callback(con.execute, "drop table if exists temp._push_changed")
+        for table in ("_push_changed", "_push_member_changes"):
+            stack.callback(con.execute, f"drop table if exists temp.{table}")
         with _timed(phases, "prepare"):
             prepared = transfer.prepare(con, scratch, school, batch_size)
         pending = tuple(batch_no for batch_no in range(prepared.batches) if batch_no not in done)
@@ -499,7 +499,9 @@ def _advance_baseline(con, plan: PushPlan) -> None:
     users_cols = ", ".join(STATE_USER_COLUMNS)
     members_cols = ", ".join(MEMBERSHIP_COLUMNS)
     target_users = f"select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state"
-    target_members = f"select distinct {members_cols} from intermediate.int_memberships_target_state"
+    # dbt's build tests that the target memberships are unique (int_memberships_target_state), and
+    # the push runs only after a build whose tests passed.
+    target_members = f"select {members_cols} from intermediate.int_memberships_target_state"
     empty = con.execute(
         """
         select not exists (select 1 from state.applied_users)
@@ -514,8 +516,17 @@ def _advance_baseline(con, plan: PushPlan) -> None:
         )
         con.execute(f"insert into state.applied_memberships ({members_cols}) {target_members}")
         return
-    # The users whose baseline row or memberships differ from the target, in either direction.
-    # `is distinct from` compares NULLs as equal; one join per table, keyed on the user.
+    # The memberships the run adds and removes, and the users whose baseline row or memberships
+    # differ from the target, in either direction (`is distinct from` compares NULLs as equal).
+    baseline_members = f"select {members_cols} from state.applied_memberships"
+    con.execute(
+        f"""
+        create or replace temp table _push_member_changes as
+        select *, true as adding from ({target_members} except {baseline_members})
+        union all
+        select *, false from ({baseline_members} except {target_members})
+        """
+    )
     differs = " or ".join(f"a.{column} is distinct from t.{column}" for column in STATE_USER_COLUMNS[1:])
     con.execute(
         f"""
@@ -525,13 +536,7 @@ def _advance_baseline(con, plan: PushPlan) -> None:
         full join intermediate.int_users_target_state as t on a.external_id = t.external_id
         where a.external_id is null or t.external_id is null or {differs}
         union
-        select coalesce(a.external_id, t.external_id)
-        from state.applied_memberships as a
-        full join intermediate.int_memberships_target_state as t
-            on a.external_id = t.external_id
-            and a.community_group = t.community_group
-            and a.community = t.community
-        where a.external_id is null or t.external_id is null
+        select external_id from _push_member_changes
         """
     )
     for table, columns in (("users", f"{users_cols}, applied_run_id"), ("memberships", members_cols)):
@@ -544,9 +549,31 @@ def _advance_baseline(con, plan: PushPlan) -> None:
             """,
             [run_id],
         )
-    changed = "where external_id in (select external_id from _push_changed)"
-    set_baseline_rows(
-        con, "_push_changed", f"{target_users} {changed}", [run_id], f"{target_members} {changed}"
+    # The changed users' rows are replaced (stamped with the run); of the memberships, only those
+    # that change are written. A rollback restores every membership of those users
+    # (`audit.push_baseline_memberships`).
+    con.execute(
+        "delete from state.applied_users where external_id in (select external_id from _push_changed)"
+    )
+    con.execute(
+        f"""
+        insert into state.applied_users ({users_cols}, applied_run_id)
+        {target_users} where external_id in (select external_id from _push_changed)
+        """,
+        [run_id],
+    )
+    on_key = " and ".join(f"a.{column} = g.{column}" for column in MEMBERSHIP_COLUMNS)
+    con.execute(
+        f"""
+        delete from state.applied_memberships as a using _push_member_changes as g
+        where not g.adding and {on_key}
+        """
+    )
+    con.execute(
+        f"""
+        insert into state.applied_memberships ({members_cols})
+        select {members_cols} from _push_member_changes where adding
+        """
     )
 
 
