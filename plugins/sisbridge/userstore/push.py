@@ -457,6 +457,7 @@ def _apply_and_finish(con, plan: PushPlan, phases: dict[str, float]) -> PushResu
             began = True
             with _timed(phases, "baseline alongside"):
                 _advance_baseline(con, plan)
+                _record_changes(con, run_id, now)
                 if plan.new_school:
                     # The store has none of the run's users: their before images and the audit
                     # need nothing from the batches.
@@ -577,24 +578,35 @@ def _advance_baseline(con, plan: PushPlan) -> None:
     )
 
 
-def _record_audit(con, plan: PushPlan, now) -> PushResult:
-    """Write the run's applied changes and its `audit.push_runs` row; returns the counts."""
-    run_id = plan.run_id
+def _record_changes(con, run_id: str, now) -> None:
+    """Write the run's change set into `audit.applied_changes`; `_record_audit` drops what was not applied."""
     con.execute("delete from audit.applied_changes where run_id = ?", [run_id])
-    # An opt-out the store did not take (customized, or already opted out) was not applied.
     con.execute(
         """
         insert into audit.applied_changes
             (run_id, external_id, change_type, field, old_value, new_value, applied_at)
-        select ?, c.external_id, c.change_type, c.field, c.old_value, c.new_value, ?
-        from marts.user_changes as c
-        where c.change_type <> 'opt_out'
-           or c.external_id not in (
-               select b.external_id from audit.applied_before_users as b
-               where b.run_id = ? and b.existed and (b.email_prefs_customized or b.email_opt_out))
-        order by c.change_id
+        select ?, external_id, change_type, field, old_value, new_value, ?
+        from marts.user_changes order by change_id
         """,
-        [run_id, now, run_id],
+        [run_id, now],
+    )
+
+
+def _record_audit(con, plan: PushPlan, now) -> PushResult:
+    """Finish the run's applied changes and write its `audit.push_runs` row; returns the counts.
+
+    Runs once the before images are in: an opt-out the store did not take (the user customized
+    their preferences, or was opted out already) was not applied.
+    """
+    run_id = plan.run_id
+    con.execute(
+        """
+        delete from audit.applied_changes
+        where run_id = ? and change_type = 'opt_out' and external_id in (
+            select external_id from audit.applied_before_users
+            where run_id = ? and existed and (email_prefs_customized or email_opt_out))
+        """,
+        [run_id, run_id],
     )
     counts = dict(
         con.execute(

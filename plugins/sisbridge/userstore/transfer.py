@@ -207,6 +207,8 @@ def prepare(con, scratch: str, school: SchoolConfig, batch_size: int) -> Prepare
         """
     )
     sizes = dict(con.execute(f"select batch_no, count(*) from {scratch}.ids group by batch_no").fetchall())
+    for table in ("ids", "norm"):  # their memory goes back to the batches and the baseline
+        con.execute(f"drop table {scratch}.{table}")
     return Prepared(scratch=scratch, batches=len(sizes), sizes=sizes)
 
 
