@@ -519,13 +519,16 @@ def _advance_baseline(con, plan: PushPlan) -> None:
         return
     # The memberships the run adds and removes, and the users whose baseline row or memberships
     # differ from the target, in either direction (`is distinct from` compares NULLs as equal).
-    baseline_members = f"select {members_cols} from state.applied_memberships"
+    # One join, not two set differences: each of those hashes both tables (1.9M rows at 1M users).
+    on_key = " and ".join(f"a.{column} = t.{column}" for column in MEMBERSHIP_COLUMNS)
     con.execute(
         f"""
         create or replace temp table _push_member_changes as
-        select *, true as adding from ({target_members} except {baseline_members})
-        union all
-        select *, false from ({baseline_members} except {target_members})
+        select {", ".join(f"coalesce(a.{column}, t.{column}) as {column}" for column in MEMBERSHIP_COLUMNS)},
+               a.external_id is null as adding
+        from state.applied_memberships as a
+        full join ({target_members}) as t on {on_key}
+        where a.external_id is null or t.external_id is null
         """
     )
     differs = " or ".join(f"a.{column} is distinct from t.{column}" for column in STATE_USER_COLUMNS[1:])
@@ -563,11 +566,11 @@ def _advance_baseline(con, plan: PushPlan) -> None:
         """,
         [run_id],
     )
-    on_key = " and ".join(f"a.{column} = g.{column}" for column in MEMBERSHIP_COLUMNS)
+    on_change = " and ".join(f"a.{column} = g.{column}" for column in MEMBERSHIP_COLUMNS)
     con.execute(
         f"""
         delete from state.applied_memberships as a using _push_member_changes as g
-        where not g.adding and {on_key}
+        where not g.adding and {on_change}
         """
     )
     con.execute(
