@@ -4,9 +4,11 @@ The change set goes from the warehouse to the store through DuckDB (`transfer`).
 are applied, one store transaction each: a batch sets its users and their memberships to the run's
 target state, so replaying it is harmless; it keeps its before images (`before_images`) and records
 itself in `sisbridge_push_batches` in that same transaction, so a retried push skips what committed
-and never captures a second "before". On PostgreSQL `SISBRIDGE_PUSH_WORKERS` batches run at a time,
-each in its own pooled store connection; the workers never touch DuckDB. Once all batches are done,
-one warehouse transaction moves the before images in, advances the baseline and writes the audit.
+and never captures a second "before". A school's first push (a store with none of its users) has
+nothing to compare or keep: its batches are copied straight into the store's tables
+(`apply_new_batch`). On PostgreSQL `SISBRIDGE_PUSH_WORKERS` batches run at a time, each in its own
+store connection. Meanwhile one warehouse transaction advances the baseline and records the changes;
+it commits once every batch has committed and the before images are in.
 """
 
 from __future__ import annotations
