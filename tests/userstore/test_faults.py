@@ -489,3 +489,32 @@ def test_a_first_push_killed_after_k_batches_converges_on_retry(warehouse, pg_ur
     rollback(warehouse, engine, ACME, "run-1", "rollback-1")
     assert (store_users(engine), store_memberships(engine)) == ([], [])
     engine.dispose()
+
+
+def test_store_connection_killed_during_a_first_push_is_transient_and_retry_is_exact(
+    warehouse, pg_url, monkeypatch
+):
+    engine = store_engine(pg_url)
+    people, memberships = _first_push_people()
+    stage_run(warehouse, people, memberships)
+    original = push_module.record_new_batch
+    calls = {"n": 0}
+
+    def kill_connection_during_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            _terminate_other_backends(pg_url)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(push_module, "record_new_batch", kill_connection_during_second_batch)
+    with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 3"):
+        push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
+    monkeypatch.undo()
+    assert [row[0] for row in store_users(engine)] == ["u0@acme.edu", "u1@acme.edu"]
+
+    assert push(warehouse, engine, ACME, "run-1").creates == 6
+    assert store_users(engine) == [expected_row(p) for p in people]
+    assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == ([], [])
+    engine.dispose()
