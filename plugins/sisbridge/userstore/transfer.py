@@ -102,7 +102,8 @@ class Prepared:
     connection of the DuckDB instance sees them: the one the push was handed and the cursors that
     copy a school's first batches into the store (`push.apply_new_batch`). `users`: the store's
     normalized id, whether the user stays, the target fields (emails and logins normalized) and the
-    file's opt-out flag; `members` the target users' memberships.
+    file's opt-out flag; `members` the target users' memberships. They are not sorted: a batch's scan
+    of them filters on `batch_no` (50 scans of 1.9M memberships take about 0.2 s).
     """
 
     scratch: str
@@ -193,7 +194,6 @@ def prepare(con, scratch: str, school: SchoolConfig, batch_size: int) -> Prepare
         left join {scratch}.norm as ni on ni.raw = i.external_id
         left join {scratch}.norm as ne on ne.raw = t.email
         left join {scratch}.norm as nl on nl.raw = t.user_login
-        order by i.batch_no, i.external_id
         """
     )
     con.execute(
@@ -203,7 +203,6 @@ def prepare(con, scratch: str, school: SchoolConfig, batch_size: int) -> Prepare
         from {scratch}.users as u
         join intermediate.int_memberships_target_state as m on m.external_id = u.warehouse_id
         where u.in_target  -- the batches count on it
-        order by all
         """
     )
     sizes = dict(con.execute(f"select batch_no, count(*) from {scratch}.ids group by batch_no").fetchall())
@@ -235,11 +234,14 @@ def fill(con, store: str, engine: sa.Engine, prepared: Prepared, school_id: str,
             (prepared.users, STAGE_USERS, PUSH_USER_COLUMNS),
             (prepared.members, STAGE_MEMBERS, MEMBERSHIP_COLUMNS),
         ):
+            # In batch order, so that a batch's rows lie together in the store (`prepare` leaves
+            # its tables unsorted: a sort of a 1M-user change set held a third of the push's memory).
             con.execute(
                 f"""
                 insert into {store}.{tables[stage]} (batch_no, {", ".join(columns)})
                 select batch_no, {", ".join(columns)} from {source}
                 where batch_no in ({batches})
+                order by batch_no, external_id
                 """
             )
     with engine.begin() as conn:
