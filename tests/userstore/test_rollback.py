@@ -42,6 +42,8 @@ RUNS = {
     "reactivate": ([*BASE_USERS[:2], person(CY)], BASE_MEMBERSHIPS),
     "delete": ([BASE_USERS[0], BASE_USERS[2]], {ADA: BASE_MEMBERSHIPS[ADA]}),
     "opt_out": ([person(ADA, flag=True), *BASE_USERS[1:]], BASE_MEMBERSHIPS),
+    # cy had no membership and gains one; bob loses both of his.
+    "memberships": (BASE_USERS, {ADA: BASE_MEMBERSHIPS[ADA], CY: [("Affinity", "Chess")]}),
 }
 
 
@@ -248,3 +250,31 @@ def test_rollback_of_a_run_whose_before_images_are_json(warehouse, engine, kind)
 
     assert (store_users(engine), store_memberships(engine)) == store_before
     assert {ext: stamps[0] for ext, stamps in store_timestamps(engine).items()} == created_before
+
+
+def test_before_images_keep_only_the_memberships_a_run_changes(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    store_before = (store_users(engine), store_memberships(engine))
+    # ada is renamed, her membership stays; bob keeps his name and changes one membership.
+    _run(
+        warehouse,
+        engine,
+        "run-2",
+        [person(ADA, last_name="Lovelace"), *BASE_USERS[1:]],
+        {**BASE_MEMBERSHIPS, BOB: [("Affinity", "Go"), ("Career Communities", "Health")]},
+    )
+
+    assert warehouse.execute(
+        """
+        select external_id, existed, memberships_saved from audit.applied_before_users
+        where run_id = 'run-2' order by 1
+        """
+    ).fetchall() == [(ADA, True, False), (BOB, True, True)]
+    assert warehouse.execute(
+        """
+        select external_id, community_group, community from audit.applied_before_memberships
+        where run_id = 'run-2' order by all
+        """
+    ).fetchall() == [(BOB, "Affinity", "Go"), (BOB, "Career Communities", "Science")]
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == store_before

@@ -24,8 +24,9 @@ _BEFORE_IMAGE_COLUMNS = ",\n    ".join(f"{name} {sql_type(users.c[name])}" for n
 
 # The before images of a run (`before_images`): one row per user of its change set, with the store's
 # row as it was (`existed` false and nulls for a user the store did not have), and the memberships
-# those users had. Runs pushed before these tables kept theirs as JSON in `audit.applied_before`,
-# which a rollback still reads.
+# of the users whose memberships the run changed (`memberships_saved`; a rollback leaves the others'
+# memberships alone). Runs pushed before these tables kept theirs as JSON in `audit.applied_before`,
+# with every user's memberships, which a rollback still reads.
 WAREHOUSE_SCHEMA = f"""
 create schema if not exists audit;
 create table if not exists audit.applied_before_users (
@@ -33,6 +34,7 @@ create table if not exists audit.applied_before_users (
     batch_no integer not null,
     external_id varchar not null,
     existed boolean not null,
+    memberships_saved boolean not null,
     {_BEFORE_IMAGE_COLUMNS},
     captured_at timestamp not null
 );

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sisbridge.userstore import statements
 from sisbridge.userstore.schema import (
     BEFORE_IMAGE_COLUMNS,
+    push_before_member_users,
     push_before_memberships,
     push_before_users,
     sql_type,
@@ -47,52 +48,48 @@ insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
 select :run, :batch, {_USER_COLUMNS} from users
 where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
-# The batch's memberships are copied in the same statement that compares them with its target
-# (`statements.member_changes`), driven by the staged users, as above.
-_PG_SAVE_MEMBERS = f"""
-with saved as (
-    insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-    select :run, {", ".join(f"c.{column.name}" for column in user_communities.columns)}
-    from {STAGE_USERS} as s
-    cross join lateral (
-        select {_MEMBER_COLUMNS} from user_communities
-        where user_communities.school_id = :school and user_communities.external_id = s.external_id
-    ) as c
-    returning external_id, community_group, community
-)
-{statements.member_changes("select external_id, community_group, community from saved")}
+# The store's memberships of the staged users, driven by the staged users as above.
+_PG_STORE_MEMBERSHIPS = f"""
+select c.external_id, c.community_group, c.community from {STAGE_USERS} as s
+cross join lateral (
+    select external_id, community_group, community from user_communities
+    where user_communities.school_id = :school and user_communities.external_id = s.external_id
+) as c
 """
-_SQLITE_SAVE_MEMBERS = f"""
-insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-select :run, {_MEMBER_COLUMNS} from user_communities
+_SQLITE_STORE_MEMBERSHIPS = f"""
+select external_id, community_group, community from user_communities
 where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
-_SQLITE_MEMBER_CHANGES = statements.member_changes(
-    f"""
-    select external_id, community_group, community from {push_before_memberships.name}
-    where run_id = :run and school_id = :school and external_id in (select external_id from {STAGE_USERS})
-    """
-)
+# Only the users whose memberships the batch changes keep theirs (and are marked as such).
+_SAVE_MEMBERS = f"""
+insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
+select :run, :school, external_id, community_group, community from {statements.MEMBER_ROWS}
+where user_changed and in_store
+"""
+_MARK_MEMBER_USERS = f"""
+insert into {push_before_member_users.name} (run_id, batch_no, school_id, external_id)
+select distinct :run, :batch, :school, external_id from {statements.MEMBER_ROWS} where user_changed
+"""
 
 
 def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> int:
     """Lock the staged users' store rows and keep them and their memberships; returns how many exist.
 
-    Also fills the batch's `statements.MEMBER_CHANGES`, from the memberships it keeps.
+    Of the memberships, only those of the users whose memberships the batch changes are kept.
+    Also fills the batch's `statements.MEMBER_CHANGES`.
     """
     keys = {"school": school_id, "run": run_id, "batch": batch_no}
     # A batch's images commit with it, and its `sisbridge_push_batches` row tells a retry to skip it:
     # a batch that runs has none in the tables yet.
     postgres = conn.dialect.name == "postgresql"
     existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
-    conn.exec_driver_sql(f"drop table if exists {statements.MEMBER_CHANGES}")
+    for table in (statements.MEMBER_CHANGES, statements.MEMBER_ROWS):
+        conn.exec_driver_sql(f"drop table if exists {table}")
     conn.exec_driver_sql(statements.MEMBER_CHANGES_DDL + (" on commit drop" if postgres else ""))
-    if postgres:
-        conn.execute(sa.text(_PG_SAVE_MEMBERS), keys)
-    else:
-        if existing:
-            conn.execute(sa.text(_SQLITE_SAVE_MEMBERS), keys)
-        conn.execute(sa.text(_SQLITE_MEMBER_CHANGES), keys)
+    store_memberships = _PG_STORE_MEMBERSHIPS if postgres else _SQLITE_STORE_MEMBERSHIPS
+    conn.execute(sa.text(statements.member_rows(store_memberships, postgres=postgres)), keys)
+    for statement in (statements.INSERT_MEMBER_CHANGES, _SAVE_MEMBERS, _MARK_MEMBER_USERS):
+        conn.execute(sa.text(statement), keys)
     return existing
 
 
@@ -112,7 +109,7 @@ def _clear(con, run_id: str) -> None:
 _COLUMNS = ", ".join(BEFORE_IMAGE_COLUMNS)
 _INSERT_USERS = (
     "insert into audit.applied_before_users "
-    f"(run_id, batch_no, external_id, existed, {_COLUMNS}, captured_at)"
+    f"(run_id, batch_no, external_id, existed, memberships_saved, {_COLUMNS}, captured_at)"
 )
 
 
@@ -121,7 +118,8 @@ def record_absent(con, push_users: str, run_id: str, at) -> None:
     _clear(con, run_id)
     nulls = ", ".join("null" for _ in BEFORE_IMAGE_COLUMNS)
     con.execute(
-        f"{_INSERT_USERS} select ?, batch_no, external_id, false, {nulls}, ? from {push_users}", [run_id, at]
+        f"{_INSERT_USERS} select ?, batch_no, external_id, false, true, {nulls}, ? from {push_users}",
+        [run_id, at],
     )
 
 
@@ -144,17 +142,23 @@ def move_to_warehouse(
         return
     _clear(con, run_id)
     values = ", ".join(_store_value(name, postgres) for name in BEFORE_IMAGE_COLUMNS)
+    # A user the store did not have is removed with all its memberships by a rollback.
     con.execute(
         f"""
         {_INSERT_USERS}
-        select ?, s.batch_no, s.external_id, b.external_id is not null, {values}, ?
+        select ?, s.batch_no, s.external_id, b.external_id is not null,
+               b.external_id is null or m.external_id is not null, {values}, ?
         from {push_users} as s
         left join (
             select * from {store}.{push_before_users.name}
             where school_id = ? and run_id = ?
         ) as b on b.external_id = s.external_id
+        left join (
+            select distinct external_id from {store}.{push_before_member_users.name}
+            where school_id = ? and run_id = ?
+        ) as m on m.external_id = s.external_id
         """,
-        [run_id, at, school_id, run_id],
+        [run_id, at, school_id, run_id, school_id, run_id],
     )
     con.execute(
         f"""
@@ -170,12 +174,17 @@ def forget(conn: sa.Connection, school_id: str, run_ids: list[str]) -> None:
     """Delete the store's copy of these runs' before images (they are in the warehouse now)."""
     if not run_ids:
         return
-    for table in (push_before_users, push_before_memberships):
+    for table in _IMAGE_TABLES:
         conn.execute(table.delete().where(table.c.school_id == school_id, table.c.run_id.in_(run_ids)))
 
 
+_IMAGE_TABLES = (push_before_users, push_before_memberships, push_before_member_users)
+
+
 def runs_with_images(conn: sa.Connection, school_id: str) -> list[str]:
-    query = sa.select(push_before_users.c.run_id).where(push_before_users.c.school_id == school_id).distinct()
+    query = sa.union(
+        *(sa.select(table.c.run_id).where(table.c.school_id == school_id) for table in _IMAGE_TABLES)
+    )
     return list(conn.execute(query).scalars())
 
 

@@ -121,7 +121,7 @@ def _staged_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
     values = ", ".join((*SIS_FIELDS, "email_opt_out", "email_prefs_customized", "created_at"))
     stage_before = con.execute(
         f"""
-        select external_id, existed, {values} from audit.applied_before_users
+        select external_id, existed, memberships_saved, {values} from audit.applied_before_users
         where run_id = ? order by batch_no, external_id
         """,
         [run_id],
@@ -150,12 +150,13 @@ def _legacy_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
     stage_before, stage_members = [], []
     for external_id, user_row, memberships in before:
         row = json.loads(user_row) if user_row is not None else None
+        # These images kept every user's memberships.
         if row is None:
-            stage_before.append((external_id, False, *([None] * (len(SIS_FIELDS) + 3))))
+            stage_before.append((external_id, False, True, *([None] * (len(SIS_FIELDS) + 3))))
         else:
             created_at = datetime.strptime(row["created_at"], TIMESTAMP_FORMAT)
             values = [row[field] for field in (*SIS_FIELDS, "email_opt_out", "email_prefs_customized")]
-            stage_before.append((external_id, True, *values, created_at))
+            stage_before.append((external_id, True, True, *values, created_at))
         stage_members.extend((external_id, group, community) for group, community in json.loads(memberships))
     return stage_before, stage_members
 

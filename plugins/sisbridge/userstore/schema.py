@@ -93,6 +93,17 @@ push_before_memberships = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
     *(sa.Column(c.name, c.type, nullable=False) for c in user_communities.columns),
 )
+# The users whose memberships a batch changed: `sisbridge_push_before_memberships` holds all the
+# memberships they had (none, for a user without). Memberships a batch leaves as they are are not
+# copied, and a rollback leaves them alone.
+push_before_member_users = sa.Table(
+    "sisbridge_push_before_member_users",
+    metadata,
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("batch_no", sa.Integer, nullable=False),
+    sa.Column("school_id", sa.Text, nullable=False),
+    sa.Column("external_id", sa.Text, nullable=False),
+)
 
 # Columns the sync owns; `email_prefs_customized` belongs to the platform and is never written.
 SIS_FIELDS = tuple(column.name for column in users.columns if column.info.get("sis"))

@@ -26,6 +26,8 @@ STAGE_MEMBERS = "sisbridge_stage_members"
 STAGE_BEFORE = "sisbridge_stage_before"
 # A push batch's membership changes (temp table): the rows it adds (`adding`) and removes.
 MEMBER_CHANGES = "sisbridge_stage_member_changes"
+# A push batch's memberships, the store's and the target's, one row each (temp table, `member_rows`).
+MEMBER_ROWS = "sisbridge_stage_member_rows"
 # The columns of the stage tables, with their types in both PostgreSQL and SQLite.
 _SIS_TYPES = tuple((field, "integer" if field == "graduation_year" else "text") for field in SIS_FIELDS)
 STAGE_COLUMNS = {
@@ -40,6 +42,7 @@ STAGE_COLUMNS = {
     STAGE_BEFORE: (
         ("external_id", "text"),
         ("existed", "boolean"),
+        ("memberships_saved", "boolean"),
         *_SIS_TYPES,
         ("email_opt_out", "boolean"),
         ("email_prefs_customized", "boolean"),
@@ -102,19 +105,39 @@ create temp table {MEMBER_CHANGES} (
 """
 
 
-# The membership changes of a batch: its target memberships (`STAGE_MEMBERS`, target users' only)
-# against the store's, as the batch's before images captured them (`before_images.capture`).
-# Computed once, with set operations over the batch's own rows; the store's tables are then touched
-# only where a membership really changes.
-def member_changes(before: str) -> str:
-    target = f"select external_id, community_group, community from {STAGE_MEMBERS}"
+def member_rows(store_memberships: str, *, postgres: bool) -> str:
+    """The batch's memberships: in the store, in the target, and whether their user's set changes.
+
+    `store_memberships` selects the store's memberships of the staged users. One aggregate over the
+    batch's own rows, with no join: a batch's statements run with hash and merge joins off, and a
+    join of two unindexed sets would compare every row with every other.
+    """
+    on_commit = " on commit drop" if postgres else ""
     return f"""
-    insert into {MEMBER_CHANGES} (external_id, community_group, community, adding)
-    select external_id, community_group, community, true from ({target} except {before}) as added
-    union all
-    select external_id, community_group, community, false from ({before} except {target}) as gone
+    create temp table {MEMBER_ROWS}{on_commit} as
+    select external_id, community_group, community, in_store, in_target,
+           max(case when in_store <> in_target then 1 else 0 end) over (partition by external_id) = 1
+               as user_changed
+    from (
+        select external_id, community_group, community,
+               max(case when src = 'store' then 1 else 0 end) = 1 as in_store,
+               max(case when src = 'target' then 1 else 0 end) = 1 as in_target
+        from (
+            select external_id, community_group, community, 'store' as src from ({store_memberships}) as c
+            union all
+            select external_id, community_group, community, 'target' from {STAGE_MEMBERS}
+        ) as both_sides
+        group by external_id, community_group, community
+    ) as memberships
     """
 
+
+# The membership changes of a batch, from `member_rows`; the store's tables are then touched only
+# where a membership really changes.
+INSERT_MEMBER_CHANGES = f"""
+insert into {MEMBER_CHANGES} (external_id, community_group, community, adding)
+select external_id, community_group, community, in_target from {MEMBER_ROWS} where in_store <> in_target
+"""
 
 UPDATE_USERS = f"""
 update users set
@@ -171,17 +194,19 @@ on conflict (school_id, external_id) do nothing
 
 
 def delete_stale_memberships(users_stage: str, *, postgres: bool) -> str:
-    # On PostgreSQL a join with the staged users (one row per user, indexed on external_id) lets
-    # either side drive the delete through an index; SQLite has no DELETE ... USING. A DISTINCT
-    # subquery here has no index: for a school new to the store, whose memberships the planner
-    # estimates at none, it was rescanned for every membership of the batches before (O(n^2)).
+    """A rollback's delete of the memberships its users did not have (`memberships_saved` users only).
+
+    On PostgreSQL a join with the staged users (one row per user, indexed on external_id) lets either
+    side drive the delete through an index; SQLite has no DELETE ... USING.
+    """
     scope = (
         f"""using {users_stage} as staged
-    where user_communities.school_id = :school
+    where staged.memberships_saved
+      and user_communities.school_id = :school
       and user_communities.external_id = staged.external_id"""
         if postgres
         else f"""where school_id = :school
-      and external_id in (select external_id from {users_stage})"""
+      and external_id in (select external_id from {users_stage} where memberships_saved)"""
     )
     return f"""
     delete from user_communities
@@ -227,7 +252,7 @@ where users.school_id = :school
       {FIELDS_DIFFER}
       or users.created_at is distinct from s.created_at
       or (users.email_opt_out is distinct from s.email_opt_out and not users.email_prefs_customized)
-      or {MEMBERSHIPS_DIFFER}
+      or (s.memberships_saved and {MEMBERSHIPS_DIFFER})
   )
 """
 

@@ -21,7 +21,13 @@ import sqlalchemy as sa
 from sisbridge import extensions, normalize
 from sisbridge.config import SchoolConfig
 from sisbridge.userstore.schema import MEMBERSHIP_COLUMNS, is_postgres
-from sisbridge.userstore.statements import MEMBER_CHANGES, STAGE_COLUMNS, STAGE_MEMBERS, STAGE_USERS
+from sisbridge.userstore.statements import (
+    MEMBER_CHANGES,
+    MEMBER_ROWS,
+    STAGE_COLUMNS,
+    STAGE_MEMBERS,
+    STAGE_USERS,
+)
 
 # Printable ASCII normalizes the same in DuckDB as in Python; other values go through
 # `normalize.key` in Python (table `_push_norm`).
@@ -280,4 +286,5 @@ def stage_batch(conn: sa.Connection, school_id: str, batch_no: int) -> None:
 def unstage(conn: sa.Connection) -> None:
     for stage in (STAGE_USERS, STAGE_MEMBERS):
         conn.exec_driver_sql(f"drop view if exists {stage}")
-    conn.exec_driver_sql(f"drop table if exists {MEMBER_CHANGES}")
+    for table in (MEMBER_CHANGES, MEMBER_ROWS):
+        conn.exec_driver_sql(f"drop table if exists {table}")
