@@ -68,6 +68,13 @@ create table if not exists audit.push_baseline_memberships (
     community_group varchar not null,
     community varchar not null
 );
+-- The users whose baseline memberships a run changed: `push_baseline_memberships` has all the
+-- memberships they had. Runs pushed before this table (and before `applied_before_users`) kept the
+-- memberships of every user they changed.
+create table if not exists audit.push_baseline_member_users (
+    run_id varchar not null,
+    external_id varchar not null
+);
 """
 
 
@@ -93,18 +100,26 @@ def require_change_set(con) -> None:
 
 
 def set_baseline_rows(
-    con, ids: str, users_query: str, users_params: list, members_query: str, members_params=()
+    con,
+    ids: str,
+    users_query: str,
+    users_params: list,
+    members_query: str,
+    members_params=(),
+    *,
+    member_ids: str | None = None,
 ) -> None:
     """Make the baseline of the users in temp table `ids` equal the given rows (none: not there).
 
-    A rollback puts a run's users back with it. The queries must return rows of users in `ids` only.
-    The users' rows and memberships are deleted and the given ones inserted straight from the
-    queries: the work is proportional to the users in `ids`. The baseline tables have no key (see
-    `sisbridge.audit`), so a delete costs no index maintenance.
+    A rollback puts a run's users back with it; their memberships only for the users in temp table
+    `member_ids` (default: `ids`). The queries must return rows of those users only. The rows are
+    deleted and the given ones inserted straight from the queries: the work is proportional to the
+    users. The baseline tables have no key (see `sisbridge.audit`), so a delete costs no index
+    maintenance.
     """
     columns = ", ".join((*STATE_USER_COLUMNS, "applied_run_id"))
     members = ", ".join(MEMBERSHIP_COLUMNS)
-    for table in ("applied_users", "applied_memberships"):
-        con.execute(f"delete from state.{table} where external_id in (select external_id from {ids})")
+    for table, scope in (("applied_users", ids), ("applied_memberships", member_ids or ids)):
+        con.execute(f"delete from state.{table} where external_id in (select external_id from {scope})")
     con.execute(f"insert into state.applied_users ({columns}) {users_query}", users_params)
     con.execute(f"insert into state.applied_memberships ({members}) {members_query}", list(members_params))

@@ -545,19 +545,31 @@ def _advance_baseline(con, plan: PushPlan) -> None:
         select external_id from _push_member_changes
         """
     )
-    for table, columns in (("users", f"{users_cols}, applied_run_id"), ("memberships", members_cols)):
+    # The rows the run replaces: the changed users' baseline rows, and all the memberships of the
+    # users whose memberships change (`audit.push_baseline_member_users`).
+    for table, columns, ids in (
+        ("users", f"{users_cols}, applied_run_id", "_push_changed"),
+        ("memberships", members_cols, "_push_member_changes"),
+    ):
         con.execute(f"delete from audit.push_baseline_{table} where run_id = ?", [run_id])
         con.execute(
             f"""
             insert into audit.push_baseline_{table} (run_id, {columns})
             select ?, {columns} from state.applied_{table}
-            where external_id in (select external_id from _push_changed)
+            where external_id in (select external_id from {ids})
             """,
             [run_id],
         )
+    con.execute("delete from audit.push_baseline_member_users where run_id = ?", [run_id])
+    con.execute(
+        """
+        insert into audit.push_baseline_member_users (run_id, external_id)
+        select distinct ?, external_id from _push_member_changes
+        """,
+        [run_id],
+    )
     # The changed users' rows are replaced (stamped with the run); of the memberships, only those
-    # that change are written. A rollback restores every membership of those users
-    # (`audit.push_baseline_memberships`).
+    # that change are written.
     con.execute(
         "delete from state.applied_users where external_id in (select external_id from _push_changed)"
     )

@@ -215,6 +215,21 @@ def _restore_baseline(
             """,
             [run_id, run_id, run_id],
         )
+        # Runs with typed before images mark the users whose baseline memberships they changed; the
+        # users they created have none to keep. Earlier runs kept every changed user's memberships.
+        con.execute(
+            """
+            create or replace temp table _rollback_member_ids as
+            select external_id from audit.push_baseline_member_users where run_id = ?
+            union
+            select external_id from state.applied_users where applied_run_id = ?
+              and external_id not in (select external_id from audit.push_baseline_users where run_id = ?)
+            """,
+            [run_id, run_id, run_id],
+        )
+        marked = con.execute(
+            "select count(*) from audit.applied_before_users where run_id = ?", [run_id]
+        ).fetchone()[0]
         set_baseline_rows(
             con,
             "_rollback_ids",
@@ -228,8 +243,10 @@ def _restore_baseline(
             from audit.push_baseline_memberships where run_id = ?
             """,
             [run_id],
+            member_ids="_rollback_member_ids" if marked else None,
         )
-        con.execute("drop table temp._rollback_ids")
+        for table in ("_rollback_ids", "_rollback_member_ids"):
+            con.execute(f"drop table temp.{table}")
         audit.upsert_run(con, run_id, school_id=school.school_id, status="rolled_back")
         audit.upsert_run(
             con,
