@@ -33,6 +33,7 @@ RESULTS = BENCH_DIR / "results.json"
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import lakes  # noqa: E402
 import roster  # noqa: E402
 
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("BENCH_BIG_RUNS", "1")),
         help="e2e runs at 100k and 1m",
     )
+    lakes.add_lake_argument(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--evaluate",
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sisbridge import demo
 
-    results: dict = {"machine": machine_facts(), "sizes": sizes, "runs": {}}
+    results: dict = {"machine": machine_facts(), "sizes": sizes, "runs": {}, "bench_lake": args.lake}
     workdir = Path(tempfile.mkdtemp(prefix="sisbridge-bench-"))
     print(f"work dir: {workdir}", flush=True)
     server = start_server()
@@ -413,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with demo.local_s3() as endpoint_url:
             bench = Bench(workdir, endpoint_url, server.url())
+            if args.lake == "postgres":
+                lake_env = lakes.production_lake(server, endpoint_url)
+                bench.env.update(lake_env)
+                os.environ.update(lake_env)  # this process reads the runs' audit rows from the same lake
+                os.environ.setdefault("AIRFLOW_HOME", bench.env["AIRFLOW_HOME"])  # not ~/airflow
             for size in sizes:
                 for n in range(args.runs if size == "10k" else args.big_runs):
                     bench.add_school(f"bench_{size}_{n}")

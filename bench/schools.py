@@ -2,12 +2,14 @@
 
 Starts a throwaway PostgreSQL 15 (Airflow's metadata DB and the user store), moto's S3 server, and
 Airflow's scheduler, dag-processor, triggerer and api-server with LocalExecutor (or CeleryExecutor with
-`--executor celery`: a local redis-server and two Celery workers). It first times single runs of extra
+`--executor celery`: a local redis-server and two Celery workers). The warehouse is the production
+lake: its catalog in that PostgreSQL (database `lake`), its data in moto's S3 (bucket `sisbridge-lake`);
+`--lake embedded` puts it under the workers' SISBRIDGE_HOME instead. It first times single runs of extra
 schools alone, then uploads a roster for each of the 20 schools and triggers all 20 through the REST
 API at once. Merges `schools_*` (or `celery_*`) figures into bench/results.json.
 
     .venv/bin/python bench/schools.py [--schools 20] [--rows 20000] [--executor local|celery]
-        [--model-tasks true|false]
+        [--model-tasks true|false] [--lake postgres|embedded]
 """
 
 from __future__ import annotations
@@ -15,16 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,114 +32,25 @@ RESULTS = BENCH_DIR / "results.json"
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import lakes  # noqa: E402
 import roster  # noqa: E402
+from airflow_cluster import (  # noqa: E402
+    AIRFLOW,
+    Api,
+    Stack,
+    celery_env,
+    create_databases,
+    free_port,
+    migrate,
+    parsed_dags,
+    service_env,
+    start_control_plane,
+    start_redis,
+    wait_for,
+    wait_runs,
+)
 
 LOCK_ERRORS = ("Could not set lock on file", "Conflicting lock is held", "database is locked")
-FINISHED = ("success", "failed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check, what: str, timeout: float, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-class Stack:
-    """The Airflow services (and, for Celery, redis and the workers), each a child process we own."""
-
-    def __init__(self, workdir: Path, env: dict) -> None:
-        self.workdir, self.env, self.procs = workdir, env, {}
-
-    def start(self, name: str, args: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("w")
-        # A new session per service, so that stopping it also stops the task processes it started.
-        self.procs[name] = subprocess.Popen(
-            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
-
-    def check_alive(self) -> None:
-        dead = [name for name, proc in self.procs.items() if proc.poll() is not None]
-        if dead:
-            raise SystemExit(f"{', '.join(dead)} exited; see the logs in {self.workdir}")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-class Api:
-    """Airflow's REST API (v2); the simple auth manager lets everyone in as admin on this local stack."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base_url}/api/v2{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
-
-    def healthy(self) -> bool:
-        try:
-            return self.call("GET", "/monitor/health")["metadatabase"]["status"] == "healthy"
-        except OSError:
-            return False
-
-    def trigger(self, dag_id: str) -> str:
-        run = self.call(
-            "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {"interactive_approval": False}}
-        )
-        return run["dag_run_id"]
-
-    def run(self, dag_id: str, run_id: str) -> dict:
-        return self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}")
-
-
-def create_databases(url: str, names: list[str]) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'create database "{name}"'))
-    engine.dispose()
-
-
-def parsed_dags(metadata_url: str, dag_ids: list[str]) -> bool:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(metadata_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("select dag_id from dag where dag_id = any(:ids) and not is_paused"), {"ids": dag_ids}
-            ).fetchall()
-    except sa.exc.ProgrammingError:
-        return False
-    finally:
-        engine.dispose()
-    return len(rows) == len(dag_ids)
 
 
 def run_durations(metadata_url: str, runs: dict[str, str]) -> dict[str, dict]:
@@ -206,14 +115,6 @@ def task_medians(runs) -> dict:
             if not (task.startswith("transform.") and "producer" not in task):
                 by_task.setdefault(task, []).append(seconds)
     return {task: round(statistics.median(values), 2) for task, values in sorted(by_task.items())}
-
-
-def wait_runs(api: Api, stack: Stack, runs: dict[str, str], timeout: float) -> None:
-    def all_finished() -> bool:
-        stack.check_alive()
-        return all(api.run(dag_id, run_id)["state"] in FINISHED for dag_id, run_id in runs.items())
-
-    wait_for(all_finished, f"{len(runs)} DAG runs to finish", timeout, interval=5)
 
 
 def warehouse_status(home: Path, school_id: str) -> dict:
@@ -286,17 +187,6 @@ def lock_errors(workdir: Path) -> list[str]:
     return hits
 
 
-def start_redis(workdir: Path, stack: Stack) -> str:
-    redis = shutil.which("redis-server")
-    if redis is None:
-        raise SystemExit("redis-server is not installed: apt-get install redis-server (see docs/scaling.md)")
-    port = free_port()
-    stack.start(
-        "redis", [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
-    )
-    return f"redis://127.0.0.1:{port}/0"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schools", type=int, default=int(os.environ.get("BENCH_SCHOOLS", "20")))
@@ -312,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         help="one task per dbt model (Cosmos watchers) or the transform as one task (the default here, "
         "as docs/scaling.md recommends for many schools)",
     )
+    lakes.add_lake_argument(parser)
     args = parser.parse_args(argv)
     # `kill PID` (a background job ignores Ctrl-C) still stops the services and PostgreSQL cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -340,36 +231,19 @@ def main(argv: list[str] | None = None) -> int:
 
     server = start_server()
     create_databases(server.url(), ["airflow", "userstore"])
-    metadata_url = server.url("airflow").replace("postgresql://", "postgresql+psycopg2://")
+    metadata_url = server.url("airflow")
     store_url = server.url("userstore")
     api_port = free_port()
+    executor = "LocalExecutor" if args.executor == "local" else "CeleryExecutor"
     env = {
-        **os.environ,
+        **service_env(workdir, metadata_url, api_port, executor=executor, base=dict(os.environ)),
         "SISBRIDGE_HOME": str(workdir / "home"),
         "SISBRIDGE_SCHOOLS_DIR": str(schools_dir),
         "SISBRIDGE_SENSOR_TIMEOUT_S": "3600",
-        "AIRFLOW_HOME": str(workdir / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if args.executor == "local" else "CeleryExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-        # The throwaway cluster allows 50 connections: keep each service's pool small.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_UCONNECT_USER_STORE": store_url,
         "SISBRIDGE_DBT_MODEL_TASKS": args.model_tasks,
-        "DO_NOT_TRACK": "1",
     }
     stack = Stack(workdir, env)
     results: dict = {}
@@ -379,25 +253,21 @@ def main(argv: list[str] | None = None) -> int:
             for school_id in school_ids + single_ids:
                 env[f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}"] = demo.aws_connection_uri(endpoint_url)
                 demo.create_bucket(s3, f"bench-{school_id.replace('_', '-')}")
+            if args.lake == "postgres":
+                lake_env = lakes.production_lake(server, endpoint_url)
+                env.update(lake_env)
+                os.environ.update(lake_env)  # this process reads the runs' statuses from the same lake
+                os.environ.setdefault("AIRFLOW_HOME", env["AIRFLOW_HOME"])  # not ~/airflow
             if args.executor == "celery":
-                broker = start_redis(workdir, stack)
-                env["AIRFLOW__CELERY__BROKER_URL"] = broker
-                env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + server.url("airflow")
+                env.update(celery_env(start_redis(workdir, stack), metadata_url))
                 env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(max(1, args.parallelism // 2))
-            subprocess.run(
-                [sys.executable, "-m", "airflow", "db", "migrate"],
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            airflow = [sys.executable, "-m", "airflow"]
-            for service in ("scheduler", "dag-processor", "triggerer", "api-server"):
-                stack.start(service, [*airflow, service])
+            migrate(env)
+            start_control_plane(stack)
             if args.executor == "celery":
                 for n in (1, 2):
                     stack.start(
                         f"celery-worker-{n}",
-                        [*airflow, "celery", "worker", "--celery-hostname", f"worker{n}@%h"],
+                        [*AIRFLOW, "celery", "worker", "--celery-hostname", f"worker{n}@%h"],
                     )
             api = Api(f"http://127.0.0.1:{api_port}")
             wait_for(lambda: stack.check_alive() or api.healthy(), "the api-server", 300)
@@ -436,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             results = {
                 f"{prefix}_count": args.schools,
                 f"{prefix}_rows_per_school": args.rows,
-                f"{prefix}_executor": env["AIRFLOW__CORE__EXECUTOR"],
+                f"{prefix}_executor": executor,
+                f"{prefix}_lake": args.lake,
                 f"{prefix}_parallelism": args.parallelism,
                 f"{prefix}_dbt_model_tasks": args.model_tasks == "true",
                 f"{prefix}_wall_s": round(wall, 1),
@@ -475,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         remove_server(server)
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = merged.get(f"{prefix}_store_checksums")
+    if results and previous and merged.get(f"{prefix}_rows_per_school") == args.rows:
+        # The same files (same seeds) must give the same stores, run after run, lake or not.
+        results[f"{prefix}_store_identical_to_previous_results"] = (
+            previous == results[f"{prefix}_store_checksums"]
+        )
     merged.update(results)
     if results:
         merged.update(compare_stores(merged))

@@ -11,7 +11,6 @@ test runs `sisbridge` with a clean environment, so it gets the embedded lake, as
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -20,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 _HOME = Path(tempfile.mkdtemp(prefix="sisbridge-tests-"))
@@ -37,8 +35,6 @@ for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_
     os.environ.pop(_name, None)
 
 
-LAKE_BUCKET = "sisbridge-lake"
-LAKE_KEYS = ("lake-access-key", "lake-secret-key")
 # The session's servers: `pg` (tests/pgserver.PgServer, shared with the store tests) and `s3` (the
 # endpoint URL of moto's server).
 servers: dict = {}
@@ -75,34 +71,12 @@ def _start_moto() -> str:
 
 def _start_lake() -> None:
     """PostgreSQL (database `lake`) and S3 (bucket `sisbridge-lake`) for the lake; its connections."""
-    import boto3
-    import sqlalchemy as sa
+    from lakes import production_lake
     from pgserver import start_server
 
     servers["pg"] = pg = start_server()
-    admin = sa.create_engine(pg.url("postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("create database lake template template0")
-    admin.dispose()
     servers["s3"] = endpoint = _start_moto()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=LAKE_KEYS[0],
-        aws_secret_access_key=LAKE_KEYS[1],
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket=LAKE_BUCKET)
-    extras = urlencode({"data_path": f"s3://{LAKE_BUCKET}/", "aws_conn_id": "sisbridge_lake_aws"})
-    os.environ["AIRFLOW_CONN_SISBRIDGE_LAKE"] = f"postgres://postgres@127.0.0.1:{pg.port}/lake?{extras}"
-    os.environ["AIRFLOW_CONN_SISBRIDGE_LAKE_AWS"] = json.dumps(
-        {
-            "conn_type": "aws",
-            "login": LAKE_KEYS[0],
-            "password": LAKE_KEYS[1],
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-    )
+    os.environ.update(production_lake(pg, endpoint))
 
 
 def pytest_configure(config) -> None:

@@ -1,4 +1,4 @@
-"""Test helpers for the schools' lakes (sisbridge.warehouse): wipe one school's lake."""
+"""Helpers for the schools' lakes (sisbridge.warehouse): wipe one school's lake; set up a production lake."""
 
 from __future__ import annotations
 
@@ -35,3 +35,55 @@ def wipe(school_id: str) -> None:
         s3.Bucket(bucket).objects.filter(Prefix=key).delete()
     else:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+LAKE_BUCKET = "sisbridge-lake"
+# The lake's own credentials, unlike any school's (the S3 server takes any key without IAM).
+LAKE_KEYS = ("lake-access-key", "lake-secret-key")
+
+
+def add_lake_argument(parser) -> None:
+    """The benchmarks' `--lake` option (environment: BENCH_LAKE)."""
+    import os
+
+    parser.add_argument(
+        "--lake",
+        choices=("postgres", "embedded"),
+        default=os.environ.get("BENCH_LAKE", "postgres"),
+        help="the warehouse: the production lake (catalog in the bench's PostgreSQL, data in its S3) "
+        "or the embedded one under the runs' SISBRIDGE_HOME",
+    )
+
+
+def production_lake(server, endpoint_url: str) -> dict[str, str]:
+    """A production-shaped lake for tests and benchmarks: catalog in `server` (database `lake`), data in S3.
+
+    Creates the database and the bucket, and returns the `sisbridge_lake` connection and its `aws`
+    connection (with the lake's own keys) as environment variables. `server` is a tests/pgserver.py
+    server; `endpoint_url` an S3 endpoint without IAM.
+    """
+    import json
+    from urllib.parse import urlencode
+
+    import sqlalchemy as sa
+
+    from sisbridge import demo
+
+    admin = sa.create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("create database lake template template0")
+    admin.dispose()
+    demo.create_bucket(demo.s3_client(endpoint_url), LAKE_BUCKET, versioned=False)
+    extras = urlencode({"data_path": f"s3://{LAKE_BUCKET}/", "aws_conn_id": "sisbridge_lake_aws"})
+    catalog = server.url("lake").replace("postgresql://", "postgres://")
+    return {
+        "AIRFLOW_CONN_SISBRIDGE_LAKE": f"{catalog}?{extras}",
+        "AIRFLOW_CONN_SISBRIDGE_LAKE_AWS": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": LAKE_KEYS[0],
+                "password": LAKE_KEYS[1],
+                "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
+    }

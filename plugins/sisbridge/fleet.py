@@ -84,7 +84,7 @@ def publish(rows: list[dict]) -> None:
 
 _LATEST_EVENT = """
 select * exclude (recorded_at, newest) from (
-    select *, row_number() over (partition by run_id order by recorded_at desc) as newest
+    select *, row_number() over (partition by school_id, run_id order by recorded_at desc) as newest
     from runs.events
 ) where newest = 1
 """

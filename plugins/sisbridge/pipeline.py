@@ -62,12 +62,11 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
     """Pin the sensed object version, skip content already processed, and load it into `raw.*`.
 
     Content already processed is read again when the school's config changed since, or when `force`.
+    The run's row is committed first, so that a failing load still leaves it for `finalize`; the
+    rest of the stage's writes are one lake commit.
     """
-    from sisbridge import loading, transform
-
     school = school_config(school_id)
     s3 = s3 or s3_client(school)
-    bucket, key = school.s3.bucket, school.s3.key
     config_hash = config_sha256(school)
     with audit.warehouse(school_id) as con:
         audit.upsert_run(
@@ -78,51 +77,61 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
             status="running",
             config_sha256=config_hash,
         )
-        last = landing.last_processed_file(con, before_run=run_id)
-        read_again = _read_again(last, config_hash, force)
-        try:
-            pinned = landing.pin_file(
-                s3,
-                bucket,
-                key,
-                landing_dir(school_id, run_id),
-                sensed=sensed,
-                max_file_mb=school.max_file_mb,
-                school_id=school_id,
-                known=None if read_again else last,
-            )
-        except landing.FileTooLarge as exc:
-            audit.record_findings(con, run_id, "load", [exc.finding])
-            return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
-        audit.upsert_run(con, run_id, **pinned.audit_fields())
-        if last is not None and last["file_sha256"] == pinned.sha256:
-            if not read_again:
-                since, runs = landing.unchanged_since(con, pinned.sha256)
-                reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
-                return _stop(con, run_id, "unchanged", reason)
-            log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
-            _merge_details(con, run_id, read_again=read_again)
-        result = loading.load_file(
-            pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
-        )
-        audit.record_findings(con, run_id, "load", result.findings)
-        audit.upsert_run(
-            con,
-            run_id,
-            file_encoding=result.encoding,
-            header_columns=list(result.header),
-            rows_in_file=result.rows_in_file,
-        )
-        if result.rejected:
-            first_error = next(f for f in result.findings if f.severity == "error")
-            return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
-        drift = guards.schema_drift(school, result.header, guards.previous_header(con, run_id), key)
-        audit.record_findings(con, run_id, guards.DRIFT_STAGE, [drift] if drift else [])
-        if drift is not None:
-            log.warning("Schema drift: %s", drift.message)
-            _merge_details(con, run_id, schema_drift=drift.value)
-        transform.write_config_tables(con, school)
+        with audit.transaction(con):
+            outcome = _load(con, school, run_id, sensed, s3, force, config_hash)
     shutil.rmtree(landing_dir(school_id, run_id), ignore_errors=True)
+    return outcome
+
+
+def _load(con, school: SchoolConfig, run_id: str, sensed: dict | None, s3, force: bool, config_hash: str):
+    """`load_raw`'s writes, inside its one transaction."""
+    from sisbridge import loading, transform
+
+    school_id, bucket, key = school.school_id, school.s3.bucket, school.s3.key
+    last = landing.last_processed_file(con, before_run=run_id)
+    read_again = _read_again(last, config_hash, force)
+    try:
+        pinned = landing.pin_file(
+            s3,
+            bucket,
+            key,
+            landing_dir(school_id, run_id),
+            sensed=sensed,
+            max_file_mb=school.max_file_mb,
+            school_id=school_id,
+            known=None if read_again else last,
+        )
+    except landing.FileTooLarge as exc:
+        audit.record_findings(con, run_id, "load", [exc.finding])
+        return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
+    audit.upsert_run(con, run_id, **pinned.audit_fields())
+    if last is not None and last["file_sha256"] == pinned.sha256:
+        if not read_again:
+            since, runs = landing.unchanged_since(con, pinned.sha256)
+            reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
+            return _stop(con, run_id, "unchanged", reason)
+        log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
+        _merge_details(con, run_id, read_again=read_again)
+    result = loading.load_file(
+        pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
+    )
+    audit.record_findings(con, run_id, "load", result.findings)
+    audit.upsert_run(
+        con,
+        run_id,
+        file_encoding=result.encoding,
+        header_columns=list(result.header),
+        rows_in_file=result.rows_in_file,
+    )
+    if result.rejected:
+        first_error = next(f for f in result.findings if f.severity == "error")
+        return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
+    drift = guards.schema_drift(school, result.header, guards.previous_header(con, run_id), key)
+    audit.record_findings(con, run_id, guards.DRIFT_STAGE, [drift] if drift else [])
+    if drift is not None:
+        log.warning("Schema drift: %s", drift.message)
+        _merge_details(con, run_id, schema_drift=drift.value)
+    transform.write_config_tables(con, school)
     return Outcome(counts={"rows_in_file": result.rows_in_file, "rows_loaded": result.rows_loaded})
 
 
@@ -136,24 +145,31 @@ def _read_again(last: dict | None, config_hash: str, force: bool) -> str | None:
     return None
 
 
-def validate(school_id: str, run_id: str) -> Outcome:
-    """Run the Great Expectations gate; a file-level failure ends the run as `rejected`."""
+def validate(school_id: str, run_id: str, s3=None) -> Outcome:
+    """Run the Great Expectations gate; a file-level failure ends the run as `rejected`.
+
+    The Data Docs it renders go to the school's bucket from here: `finalize` may run on another
+    worker, whose disk never had them.
+    """
     from sisbridge import quality, reports
 
     school = school_config(school_id)
-    with audit.warehouse(school_id) as con:
+    out_dir = reports_dir(school_id, run_id)
+    with audit.warehouse(school_id) as con, audit.transaction(con):
         # Recorded first, so the quality gate counts these row errors in max_rejected_pct.
         identity = guards.identity_findings(con, school, school.s3.key)
         audit.record_findings(con, run_id, guards.IDENTITY_STAGE, identity)
-        result = quality.validate(con, school, run_id, report_dir=reports_dir(school_id, run_id))
+        result = quality.validate(con, school, run_id, report_dir=out_dir)
         log.info("%s", reports.log_summary(audit.findings_of_run(con, run_id)))
         counts = {"rows_rejected": result.rows_rejected, "rows_warned": result.rows_warned}
         audit.upsert_run(con, run_id, **counts)
-        if not result.accepted:
-            return _stop(
-                con, run_id, "rejected", "; ".join(f.message for f in result.file_errors), rows_accepted=0
-            )
-    return Outcome(counts=counts)
+        if result.accepted:
+            outcome = Outcome(counts=counts)
+        else:
+            reason = "; ".join(f.message for f in result.file_errors)
+            outcome = _stop(con, run_id, "rejected", reason, rows_accepted=0)
+    _upload_reports(reports.data_docs_files(out_dir), school, run_id, out_dir, s3)
+    return outcome
 
 
 def transform(school_id: str, run_id: str) -> None:
@@ -172,7 +188,7 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     from sisbridge import reports, transform
 
     school = school_config(school_id)
-    with audit.warehouse(school_id) as con:
+    with audit.warehouse(school_id) as con, audit.transaction(con):
         transform.record_transform_findings(con, run_id)
         rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
         rows_warned = con.execute(
@@ -195,15 +211,11 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     if decision.action == guards.PUSH:
         return Outcome(counts=decision.counts.as_audit())
     links = {name: str(out_dir / name) for name in ("changes.csv", "summary.json")}
-    try:
-        keys = reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
-        links |= {
-            f"s3://{school.s3.bucket}/{key}": key
-            for key in keys
-            if key.endswith(("changes.csv", "summary.json"))
-        }
-    except Exception as exc:  # the reviewer still has the files on disk
-        log.warning("Could not upload the reports for the reviewer: %s", exc)
+    # Without the upload, the reviewer still has the files on disk.
+    keys = _upload_reports(paths, school, run_id, out_dir, s3)
+    links |= {
+        f"s3://{school.s3.bucket}/{key}": key for key in keys if key.endswith(("changes.csv", "summary.json"))
+    }
     log.info("Run %s of %s is held for a reviewer: %s", run_id, school_id, "; ".join(decision.reasons))
     request = guards.approval_request(school, run_id, decision.counts, decision.reasons, links)
     return Outcome(status="held", reason=reason, counts={**decision.counts.as_audit(), "approval": request})
@@ -240,7 +252,7 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
     school = school_config(school_id)
     outcome = review_outcome(review, school)
     if outcome is not None:
-        with audit.warehouse(school_id) as con:
+        with audit.warehouse(school_id) as con, audit.transaction(con):
             # No longer held: a failing push must end the run as failed, not as held.
             audit.upsert_run(con, run_id, status="running", status_reason=None)
             _merge_details(con, run_id, review=outcome[1])
@@ -274,46 +286,44 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
     school = school_config(school_id)
     out_dir = reports_dir(school_id, run_id)
     with audit.warehouse(school_id) as con:
-        run = audit.get_run(con, run_id)
-        if run is None:
-            reason = (
-                f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
-                "the school has not uploaded a roster"
-            )
-            log.warning("Stale file: %s: %s", school_id, reason)
-            audit.upsert_run(
-                con,
-                run_id,
-                school_id=school_id,
-                started_at=audit.utcnow(),
-                status="unchanged",
-                status_reason=reason,
-            )
-        elif run["status"] == "running":
-            audit.upsert_run(
-                con,
-                run_id,
-                status="failed",
-                status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
-            )
-        elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
-            if not outcome[0]:
-                audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=outcome[1])
-                _merge_details(con, run_id, review=outcome[1])
-        stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
-        if stale is not None:
-            log.warning("Stale file: %s", stale)
-            _merge_details(con, run_id, stale_file=stale)
-        # The run's last write: its lake snapshot is tagged with the run id (time travel by run).
+        # The run's last write, one commit: its lake snapshot is tagged with the run id (time travel
+        # by run).
         with audit.transaction(con, run_id=run_id, message=f"run {run_id} of {school_id} finished"):
+            run = audit.get_run(con, run_id)
+            if run is None:
+                reason = (
+                    f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
+                    "the school has not uploaded a roster"
+                )
+                log.warning("Stale file: %s: %s", school_id, reason)
+                audit.upsert_run(
+                    con,
+                    run_id,
+                    school_id=school_id,
+                    started_at=audit.utcnow(),
+                    status="unchanged",
+                    status_reason=reason,
+                )
+            elif run["status"] == "running":
+                audit.upsert_run(
+                    con,
+                    run_id,
+                    status="failed",
+                    status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
+                )
+            elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
+                if not outcome[0]:
+                    audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=outcome[1])
+                    _merge_details(con, run_id, review=outcome[1])
+            stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
+            if stale is not None:
+                log.warning("Stale file: %s", stale)
+                _merge_details(con, run_id, stale_file=stale)
             audit.upsert_run(con, run_id, finished_at=audit.utcnow())
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)
         _add_safety_to_summary(paths[0], run)
-    try:
-        reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id)
-    except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
-        log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
+    _upload_reports(paths, school, run_id, out_dir, s3)
     log.info(
         "Run %s of %s: %s (%s). Reports: %s",
         run_id,
@@ -324,6 +334,22 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
     )
     summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
     return {**summary, guards.STALE_XCOM_FIELD: stale}
+
+
+def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> list[str]:
+    """Upload report files of `out_dir` to the school's bucket, under the run's report folder.
+
+    Returns the object keys; none when the upload failed, which is logged and never fails the run.
+    """
+    from sisbridge import reports
+
+    if not paths:
+        return []
+    try:
+        return reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id, base=out_dir)
+    except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
+        log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
+        return []
 
 
 def _add_safety_to_summary(summary_path, run: dict) -> None:

@@ -83,9 +83,10 @@ def _summary(run: dict, school: SchoolConfig, findings: list[Finding]) -> dict:
 
 
 def write_reports(con, school: SchoolConfig, run_id: str, out_dir: Path) -> list[Path]:
-    """Write summary.json, findings.csv and (when the run built one) changes.csv; list every report file.
+    """Write summary.json, findings.csv and (when the run built one) changes.csv; list the files written.
 
-    The list includes the GX Data Docs that `quality.validate` wrote under `out_dir/data_docs/`.
+    The GX Data Docs in `out_dir/data_docs/` are not listed: the validation task that renders them
+    uploads them (`data_docs_files`), on its own worker.
     """
     run = audit.get_run(con, run_id)
     if run is None:
@@ -118,23 +119,29 @@ def write_reports(con, school: SchoolConfig, run_id: str, out_dir: Path) -> list
         paths.append(_write_csv(changes, CHANGES_COLUMNS, rows))
     elif changes.exists():
         changes.unlink()  # a retried finalize must not keep a change set this run never built
-    docs = out_dir / "data_docs"
-    if docs.is_dir():
-        paths.extend(sorted(path for path in docs.rglob("*") if path.is_file()))
     return paths
 
 
-def upload_reports(paths: Iterable[Path], s3_hook_or_client, bucket: str, run_id: str) -> list[str]:
+def data_docs_files(out_dir: Path) -> list[Path]:
+    """The files of the GX Data Docs that `quality.validate` rendered under `out_dir/data_docs/`."""
+    docs = Path(out_dir) / "data_docs"
+    return sorted(path for path in docs.rglob("*") if path.is_file()) if docs.is_dir() else []
+
+
+def upload_reports(
+    paths: Iterable[Path], s3_hook_or_client, bucket: str, run_id: str, base: Path | None = None
+) -> list[str]:
     """Upload report files to `sisbridge-reports/<run_id>/` in `bucket`; return the object keys.
 
-    Takes a boto3 S3 client, or anything with `get_conn()` returning one (Airflow's S3Hook).
+    Keys keep the files' layout below `base`, the run's report folder (by default the folder that
+    holds them all). Takes a boto3 S3 client, or anything with `get_conn()` returning one (an S3Hook).
     """
     paths = [Path(path) for path in paths]
     if not paths:
         return []
     client = s3_hook_or_client.get_conn() if hasattr(s3_hook_or_client, "get_conn") else s3_hook_or_client
-    # Keys keep the layout below the report folder (data_docs/... links are relative).
-    base = Path(os.path.commonpath([path.parent for path in paths]))
+    # data_docs/... links are relative: the pages must keep their places below the report folder.
+    base = Path(base) if base is not None else Path(os.path.commonpath([path.parent for path in paths]))
     keys = []
     for path in paths:
         key = f"{REPORT_PREFIX}/{safe_component(run_id)}/{path.relative_to(base).as_posix()}"

@@ -263,7 +263,7 @@ def run_stages(s3, engine, run_id: str) -> str:
     # force: a sample whose content an earlier sample had is read again, never "unchanged".
     outcome = pipeline.load_raw("campaign", run_id, None, s3=s3, force=True)
     if not outcome.stop:
-        outcome = pipeline.validate("campaign", run_id)
+        outcome = pipeline.validate("campaign", run_id, s3=s3)
     if not outcome.stop:
         transform.run_build(pipeline.school_config("campaign"), run_id)
         outcome = pipeline.guard("campaign", run_id)

@@ -151,19 +151,22 @@ def test_a_rejected_run_never_reports_a_previous_runs_change_set(con, acme, tmp_
     assert not (tmp_path / "out" / "changes.csv").exists()
 
 
-def test_write_reports_lists_the_data_docs_files(con, acme, tmp_path):
+def test_the_data_docs_are_listed_for_the_validation_task_and_not_by_write_reports(con, acme, tmp_path):
     audit.upsert_run(con, "r1", school_id="acme", status="rejected")
     docs = tmp_path / "out" / "data_docs"
     (docs / "validations").mkdir(parents=True)
     (docs / "index.html").write_text("<html></html>", encoding="utf-8")
     (docs / "validations" / "v.html").write_text("<html></html>", encoding="utf-8")
     paths = reports.write_reports(con, acme, "r1", tmp_path / "out")
-    assert [p.relative_to(tmp_path / "out").as_posix() for p in paths] == [
-        "summary.json",
-        "findings.csv",
+    # finalize uploads what it writes; validate uploads the Data Docs, on its own worker.
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in paths] == ["summary.json", "findings.csv"]
+    assert [
+        p.relative_to(tmp_path / "out").as_posix() for p in reports.data_docs_files(tmp_path / "out")
+    ] == [
         "data_docs/index.html",
         "data_docs/validations/v.html",
     ]
+    assert reports.data_docs_files(tmp_path / "none") == []
 
 
 def test_write_reports_needs_the_runs_audit_row(con, acme, tmp_path):

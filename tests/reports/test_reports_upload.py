@@ -68,6 +68,17 @@ def test_reports_land_under_the_run_prefix_keeping_their_layout(s3, tmp_path):
     assert stored[prefix + "summary.json"]["ContentType"] == "application/json"
 
 
+def test_the_data_docs_alone_keep_their_place_below_the_report_folder(s3, tmp_path):
+    paths, _ = report_files(tmp_path)
+    out = tmp_path / "reports" / "acme" / "run_1"
+    docs = reports.data_docs_files(out)
+    keys = reports.upload_reports(docs, s3, BUCKET, "run_1", base=out)
+    assert keys == [
+        "sisbridge-reports/run_1/data_docs/index.html",
+        "sisbridge-reports/run_1/data_docs/validations/v.html",
+    ]
+
+
 def test_an_airflow_style_hook_is_used_through_its_client(s3, tmp_path):
     class Hook:
         def get_conn(self):

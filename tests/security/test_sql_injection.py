@@ -113,7 +113,10 @@ def _run_hostile_school(s3_endpoint: str, pg_url: str):
     demo.create_bucket(s3, BUCKET)
     s3.put_object(Bucket=BUCKET, Key="roster.csv", Body=roster_bytes(rows))
     lakes.wipe(SCHOOL_ID)
-    outcomes = [pipeline.load_raw(SCHOOL_ID, RUN_ID, None, s3=s3), pipeline.validate(SCHOOL_ID, RUN_ID)]
+    outcomes = [
+        pipeline.load_raw(SCHOOL_ID, RUN_ID, None, s3=s3),
+        pipeline.validate(SCHOOL_ID, RUN_ID, s3=s3),
+    ]
     transform.run_build(school, RUN_ID)
     outcomes += [pipeline.guard(SCHOOL_ID, RUN_ID), pipeline.push(SCHOOL_ID, RUN_ID, engine=engine)]
     summary = pipeline.finalize(SCHOOL_ID, RUN_ID, s3=s3)

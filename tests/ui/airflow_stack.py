@@ -43,7 +43,8 @@ class AirflowStack:
     def log(self, component: str) -> Path:
         return self.home / f"{component}.out"
 
-    def start(self) -> None:
+    def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
+        """Migrate the metadata DB, start `components` and wait for the api-server to answer."""
         airflow = [sys.executable, "-m", "airflow"]
         subprocess.run(
             [*airflow, "db", "migrate"],
@@ -52,7 +53,7 @@ class AirflowStack:
             stdout=self.log("db-migrate").open("w"),
             stderr=subprocess.STDOUT,
         )
-        for component in COMPONENTS:
+        for component in components:
             args = [*airflow, component]
             if component == "api-server":
                 args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]

@@ -2,19 +2,21 @@
 
 Week 1 is synced with `sisbridge sync`. The real Airflow stack then starts on 127.0.0.1, and week 2,
 which drops 30 of 80 students, is triggered through the REST API. The guard holds it, so the browser
-logs in, opens the run's approval page, approves, and then sees the run succeed in the DAG grid with
+logs in, sees the held run on the fleet page ("SIS syncs"), follows its link to the run's
+approval page, approves, and then sees the run succeed in the DAG grid with
 every task, the dbt model tasks included. Screenshots go to `test-artifacts/ui/`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
+import urllib.request
 from pathlib import Path
 
+import lakes
 import pytest
 import sqlalchemy as sa
 
@@ -22,27 +24,21 @@ from sisbridge import demo
 from sisbridge.cli import ensure_dbt_manifest
 from sisbridge.config import load_school
 from tests.ui.airflow_stack import ADMIN, make_stack
+from tests.ui.browser import (
+    TIMEOUT,
+    chromium,
+    click,
+    page_text,
+    type_into,
+    until,
+    wait_for_text,
+    wait_for_url,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = PROJECT_ROOT / "tests" / "data" / "schools"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui"
 DAG_ID = "sis_sync__northwind"
-CHROMIUM = "/usr/bin/chromium"
-# How long the browser waits for a condition. Generous: it only costs time when the page is slow (two
-# cores shared with the whole Airflow stack), and every wait ends as soon as its condition holds.
-TIMEOUT = 180
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1600,1600",
-)
 # dbt models whose run and test tasks must show in the grid (short names: the grid never truncates them).
 DBT_MODELS = ("stg_sis__roster", "users", "user_changes", "community_memberships", "graduation_years")
 
@@ -69,6 +65,9 @@ def stack(tmp_path_factory):
         }
         stack = make_stack(base / "airflow", extra)
         demo.upload(s3, school, demo.roster_csv(school, users, bad_rows=False))
+        # The worker's lake is shared with other test files that sync northwind: start it empty, as
+        # the store is, so that week 1 is a first sync.
+        lakes.wipe("northwind")
         week1 = subprocess.run(
             [sys.executable, "-m", "sisbridge.cli", "sync", "--school", "northwind"],
             env=stack.env,
@@ -90,90 +89,11 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options.add_argument(f"--user-data-dir={profile}")
-    # No implicit wait: every lookup below is an explicit wait on a condition, which finds its
-    # element again on each try (React replaces elements when it renders; a held one goes stale).
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    # What the browser showed last: the first thing to look at when the test failed.
-    screenshot(driver, "last.png")
-    (ARTIFACTS / "last.txt").write_text(f"{driver.current_url}\n{page_text(driver)}\n", encoding="utf-8")
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def until(driver, condition, message: str, timeout: float = TIMEOUT):
-    """Wait until `condition(driver)` is truthy; a lookup that misses or goes stale just tries again."""
-    from selenium.common.exceptions import (
-        ElementClickInterceptedException,
-        ElementNotInteractableException,
-        NoSuchElementException,
-        StaleElementReferenceException,
-    )
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    retry = (
-        NoSuchElementException,
-        StaleElementReferenceException,
-        ElementClickInterceptedException,
-        ElementNotInteractableException,
-    )
-    return WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=retry).until(
-        condition, message
-    )
-
-
-def page_text(driver) -> str:
-    """The text the page shows now (the body is looked up again on every call)."""
-    from selenium.webdriver.common.by import By
-
-    return until(driver, lambda d: (d.find_element(By.TAG_NAME, "body").text,), "no page body")[0]
-
-
-def wait_for_text(driver, text: str, timeout: float = TIMEOUT) -> None:
-    until(driver, lambda d: text in page_text(d), f"{text!r} never showed", timeout)
-
-
-def wait_for_url(driver, part: str, timeout: float = TIMEOUT) -> None:
-    until(driver, lambda d: part in d.current_url, f"never reached {part!r}", timeout)
-
-
-def click(driver, by: str, locator: str, timeout: float = TIMEOUT) -> None:
-    """Click the element once it is shown and enabled, finding it again on each try."""
-
-    def clicked(d) -> bool:
-        element = d.find_element(by, locator)
-        if not (element.is_displayed() and element.is_enabled()):
-            return False
-        element.click()
-        return True
-
-    until(driver, clicked, f"{locator} was never clickable", timeout)
-
-
-def type_into(driver, by: str, locator: str, text: str) -> None:
-    """Type `text` into the field until it holds exactly that (a re-render may have eaten keys)."""
-
-    from selenium.webdriver.common.keys import Keys
-
-    def typed(d) -> bool:
-        field = d.find_element(by, locator)
-        if field.get_attribute("value") != text:
-            # Select and delete rather than clear(): React only sees a change made by keys.
-            field.send_keys(Keys.CONTROL, "a")
-            field.send_keys(Keys.DELETE)
-            field.send_keys(text)
-        return d.find_element(by, locator).get_attribute("value") == text
-
-    until(driver, typed, f"could not type into {locator}")
+    with chromium() as driver:
+        yield driver
+        # What the browser showed last: the first thing to look at when the test failed.
+        screenshot(driver, "last.png")
+        (ARTIFACTS / "last.txt").write_text(f"{driver.current_url}\n{page_text(driver)}\n", encoding="utf-8")
 
 
 def grid_lines(driver) -> set[str]:
@@ -264,7 +184,23 @@ def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
     click(browser, By.CSS_SELECTOR, "button[type=submit]")
     wait_for_text(browser, "Dags")
 
-    browser.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}/tasks/approve/required_actions")
+    # The fleet page shows the run waiting for an answer, and links to its approval page.
+    request = urllib.request.Request(
+        f"{airflow.url}/sisbridge/api/schools", headers={"Authorization": f"Bearer {airflow.token()}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        schools = {school["school_id"]: school for school in json.load(response)}
+    northwind = schools["northwind"]
+    assert (northwind["mode"], northwind["awaiting_review"]) == ("auto", True)
+    last_run = northwind["last_run"]
+    assert (last_run["run_id"], last_run["status"], last_run["deactivations"]) == (run_id, "held", 30)
+    assert schools["southpaw"]["last_run"] is None
+    browser.get(f"{airflow.url}/sisbridge/")
+    wait_for_text(browser, "Northwind University")
+    screenshot(browser, "fleet.png")
+    click(browser, By.LINK_TEXT, "awaiting review")
+    wait_for_url(browser, f"/dags/{DAG_ID}/runs/")
+    assert browser.current_url.endswith("/tasks/approve/required_actions"), browser.current_url
     for text in (
         "Approve the roster sync of Northwind University?",
         "Awaiting Input",

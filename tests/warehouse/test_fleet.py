@@ -56,3 +56,15 @@ def test_a_status_rolled_back_with_its_transaction_never_reaches_the_fleet(fresh
             audit.upsert_run(con, "a-1", status="failed")
             raise RuntimeError("the task died before its commit")
     assert [(row["run_id"], row["status"]) for row in fleet.runs("fleet_a")] == [("a-1", "succeeded")]
+
+
+def test_schools_runs_with_the_same_run_id_stay_apart(fresh_fleet):
+    # Airflow names scheduled runs by their date: every school's Saturday run has the same run id.
+    run_id = "scheduled__2026-11-28T23:00:00+00:00"
+    _run("fleet_a", run_id, 28, "succeeded", rows_in_file=10, creates=10)
+    _run("fleet_b", run_id, 28, "rejected", rows_in_file=5, rows_rejected=5)
+
+    latest = {row["school_id"]: (row["status"], row["rows_in_file"]) for row in fleet.latest_runs()}
+    assert latest == {"fleet_a": ("succeeded", 10), "fleet_b": ("rejected", 5)}
+    assert [row["status"] for row in fleet.runs("fleet_a")] == ["succeeded"]
+    assert [row["status"] for row in fleet.runs("fleet_b")] == ["rejected"]

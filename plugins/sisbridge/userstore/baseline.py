@@ -79,7 +79,11 @@ create table if not exists audit.push_baseline_member_users (
 
 
 def ensure_warehouse_tables(con) -> None:
-    con.execute(WAREHOUSE_SCHEMA)
+    """Create the push's tables that are missing, in one lake commit (none when they all exist)."""
+    from sisbridge import audit
+
+    with audit.transaction(con):
+        con.execute(WAREHOUSE_SCHEMA)
 
 
 def require_change_set(con) -> None:

@@ -201,8 +201,9 @@ def rollback(
 def _restore_baseline(
     con, school: SchoolConfig, run_id: str, rollback_run_id: str, started_at, summary
 ) -> None:
-    con.execute("begin")
-    try:
+    # One commit, tagged with the rollback's own run id: `sisbridge sql --as-of` can name it, and the
+    # fleet view sees both runs' new statuses once it is committed.
+    with audit.transaction(con, run_id=rollback_run_id, message=f"rollback of run {run_id}"):
         # The run rewrote exactly the users it stamped and those whose earlier rows it kept.
         con.execute(
             """
@@ -258,7 +259,3 @@ def _restore_baseline(
             finished_at=audit.utcnow(),
             details={"rollback_of": run_id, **summary},
         )
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
