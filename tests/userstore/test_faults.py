@@ -143,7 +143,7 @@ def test_a_push_killed_after_k_batches_converges_on_retry(warehouse, engine, mon
     audit_rows = _audit(warehouse)
     assert len(audit_rows) == 9 and len(set(audit_rows)) == 9
     assert warehouse.execute(
-        "select count(*), count(distinct external_id) from audit.applied_before where run_id = 'run-2'"
+        "select count(*), count(distinct external_id) from audit.applied_before_users where run_id = 'run-2'"
     ).fetchone() == (8, 8)
     # The before images survived the retry: a rollback restores run 1's store exactly.
     rollback(warehouse, engine, ACME, "run-2", "rollback-1")
@@ -219,7 +219,7 @@ def _converges(warehouse, engine, target, before_users, before_members) -> None:
     assert warehouse.execute(
         """
         select count(*), count(distinct external_id), list(distinct batch_no order by batch_no)
-        from audit.applied_before where run_id = 'run-2'
+        from audit.applied_before_users where run_id = 'run-2'
         """
     ).fetchone() == (8, 8, [0, 1, 2, 3])
     rollback(warehouse, engine, ACME, "run-2", "rollback-1")
@@ -374,10 +374,147 @@ def test_two_schools_pushed_at_the_same_time_do_not_interfere(pg_url, tmp_path):
 
     assert errors == []
     for s in schools:
-        assert results[s.school_id] == PushResult(24, 0, 0, 0, 0, 0, 5)
+        # Batches of at most 5 users, six of them for the two workers.
+        assert results[s.school_id] == PushResult(24, 0, 0, 0, 0, 0, 6)
         assert store_users(engine, s.school_id) == [expected_row(p) for p in people[s.school_id]]
         assert store_memberships(engine, s.school_id) == [
             (p["external_id"], "Affinity", s.school_id) for p in people[s.school_id]
         ]
         warehouses[s.school_id].close()
+    engine.dispose()
+
+
+def _first_push_people() -> tuple[list[dict], dict]:
+    people = [person(f"u{n}@acme.edu") for n in range(6)]
+    return people, {p["external_id"]: [("Affinity", "Chess")] for p in people}
+
+
+def test_a_user_written_by_someone_else_during_a_first_push_is_updated_and_restorable(
+    warehouse, pg_url, monkeypatch
+):
+    """A first push copies its users straight in; one written meanwhile sends the rest the general way."""
+    engine = store_engine(pg_url)
+    people, memberships = _first_push_people()
+    stage_run(warehouse, people, memberships)
+    direct, general = push_module.apply_new_batch, push_module.apply_batch
+    attempts = []
+
+    def someone_else_writes_u3_first(plan, batch_no, cursor):
+        attempts.append(("direct", batch_no))
+        if batch_no == 1:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    """
+                    insert into users (school_id, external_id, email, first_name, last_name, status,
+                                       email_opt_out, email_prefs_customized, created_at, updated_at)
+                    values ('acme', 'u3@acme.edu', 'u3@acme.edu', 'Platform', 'Made', 'active',
+                            true, true, '2020-01-01 00:00:00', '2020-01-01 00:00:00')
+                    """
+                )
+                conn.exec_driver_sql(
+                    "insert into user_communities values ('acme', 'u3@acme.edu', 'Affinity', 'Go')"
+                )
+        return direct(plan, batch_no, cursor)
+
+    def counted(plan, batch_no):
+        attempts.append(("general", batch_no))
+        return general(plan, batch_no)
+
+    monkeypatch.setattr(push_module, "apply_new_batch", someone_else_writes_u3_first)
+    monkeypatch.setattr(push_module, "apply_batch", counted)
+
+    result = push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
+
+    # Batch 2 (u2, u3) failed on u3's key; it and batch 3 were applied as changes.
+    assert attempts == [("direct", 0), ("direct", 1), ("general", 1), ("general", 2)]
+    assert result == PushResult(
+        creates=6, updates=0, reactivations=0, deactivations=0, deletes=0, opt_outs=0, batches=3
+    )
+    # u3 follows the file, but keeps the preferences its user customized.
+    u3 = "u3@acme.edu"
+    assert store_users(engine) == [
+        expected_row(p, opt_out=p["external_id"] == u3, customized=p["external_id"] == u3) for p in people
+    ]
+    assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
+    assert warehouse.execute(
+        "select external_id from audit.applied_before_users where run_id = 'run-1' and existed"
+    ).fetchall() == [(u3,)]
+    # The rollback removes the run's users and gives u3 back as the platform had written it.
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert store_users(engine) == [(u3, u3, None, None, "Platform", "Made", None, None, "active", True, True)]
+    assert store_memberships(engine) == [(u3, "Affinity", "Go")]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("batches_done", [0, 2])
+def test_a_first_push_killed_after_k_batches_converges_on_retry(warehouse, pg_url, monkeypatch, batches_done):
+    engine = store_engine(pg_url)
+    people, memberships = _first_push_people()
+    stage_run(warehouse, people, memberships)
+    original = push_module.record_new_batch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        if calls["n"] == batches_done:
+            raise RuntimeError("worker killed")
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(push_module, "record_new_batch", dying)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
+    monkeypatch.undo()
+    # Only the committed batches are in the store; nothing of the run is in the warehouse yet.
+    assert [row[0] for row in store_users(engine)] == [p["external_id"] for p in people[: 2 * batches_done]]
+    assert warehouse.execute("select count(*) from state.applied_users").fetchone() == (0,)
+
+    # The retry cuts the change set as the first attempt did once a batch of it is done.
+    result = push(warehouse, engine, ACME, "run-1", batch_size=50)
+
+    assert result == PushResult(
+        creates=6,
+        updates=0,
+        reactivations=0,
+        deactivations=0,
+        deletes=0,
+        opt_outs=0,
+        batches=3 if batches_done else 1,
+    )
+    assert store_users(engine) == [expected_row(p) for p in people]
+    assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
+    assert warehouse.execute(
+        "select count(*), count(*) filter (not existed) from audit.applied_before_users "
+        "where run_id = 'run-1'"
+    ).fetchone() == (6, 6)
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == ([], [])
+    engine.dispose()
+
+
+def test_store_connection_killed_during_a_first_push_is_transient_and_retry_is_exact(
+    warehouse, pg_url, monkeypatch
+):
+    engine = store_engine(pg_url)
+    people, memberships = _first_push_people()
+    stage_run(warehouse, people, memberships)
+    original = push_module.record_new_batch
+    calls = {"n": 0}
+
+    def kill_connection_during_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            _terminate_other_backends(pg_url)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(push_module, "record_new_batch", kill_connection_during_second_batch)
+    with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 3"):
+        push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
+    monkeypatch.undo()
+    assert [row[0] for row in store_users(engine)] == ["u0@acme.edu", "u1@acme.edu"]
+
+    assert push(warehouse, engine, ACME, "run-1").creates == 6
+    assert store_users(engine) == [expected_row(p) for p in people]
+    assert store_memberships(engine) == [(p["external_id"], "Affinity", "Chess") for p in people]
+    rollback(warehouse, engine, ACME, "run-1", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == ([], [])
     engine.dispose()

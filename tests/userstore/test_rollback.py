@@ -42,6 +42,8 @@ RUNS = {
     "reactivate": ([*BASE_USERS[:2], person(CY)], BASE_MEMBERSHIPS),
     "delete": ([BASE_USERS[0], BASE_USERS[2]], {ADA: BASE_MEMBERSHIPS[ADA]}),
     "opt_out": ([person(ADA, flag=True), *BASE_USERS[1:]], BASE_MEMBERSHIPS),
+    # cy had no membership and gains one; bob loses both of his.
+    "memberships": (BASE_USERS, {ADA: BASE_MEMBERSHIPS[ADA], CY: [("Affinity", "Chess")]}),
 }
 
 
@@ -178,10 +180,14 @@ def test_the_baseline_keeps_only_the_users_a_run_changed(warehouse, engine):
         "select external_id, last_name, applied_run_id from audit.push_baseline_users where run_id = 'run-2' "
         "order by 1"
     ).fetchall() == [(ADA, "Ada", "run-1"), (BOB, "Bob", "run-1")]
+    # Of the memberships, only those of the users whose memberships changed are kept.
     assert warehouse.execute(
         "select external_id, community from audit.push_baseline_memberships "
         "where run_id = 'run-2' order by all"
-    ).fetchall() == [(ADA, "Chess"), (BOB, "Go"), (BOB, "Science")]
+    ).fetchall() == [(BOB, "Go"), (BOB, "Science")]
+    assert warehouse.execute(
+        "select external_id from audit.push_baseline_member_users where run_id = 'run-2'"
+    ).fetchall() == [(BOB,)]
 
 
 def test_rollback_of_a_run_that_kept_a_full_baseline_copy(warehouse, engine):
@@ -190,6 +196,8 @@ def test_rollback_of_a_run_that_kept_a_full_baseline_copy(warehouse, engine):
     store_before = (store_users(engine), store_memberships(engine))
     baseline_before = _baseline(warehouse)
     _run(warehouse, engine, "run-2", *RUNS["update"])
+    _as_legacy_json_images(warehouse, "run-2")
+    warehouse.execute("delete from audit.push_baseline_member_users where run_id = 'run-2'")
     warehouse.execute("update state.applied_users set applied_run_id = 'run-2'")
     for table, rows in zip(("users", "memberships"), baseline_before, strict=True):
         warehouse.execute(f"delete from audit.push_baseline_{table} where run_id = 'run-2'")
@@ -203,3 +211,76 @@ def test_rollback_of_a_run_that_kept_a_full_baseline_copy(warehouse, engine):
 
     assert (store_users(engine), store_memberships(engine)) == store_before
     assert _baseline(warehouse) == baseline_before
+
+
+def _as_legacy_json_images(warehouse, run_id: str) -> None:
+    """Keep the run's before images as earlier versions did: JSON in `audit.applied_before`."""
+    stamp = "'%Y-%m-%d %H:%M:%S.%f'"
+    warehouse.execute(
+        f"""
+        create table audit.applied_before as
+        select u.run_id, u.batch_no, u.external_id,
+               case when u.existed then json_object(
+                   'created_at', strftime(u.created_at, {stamp}), 'email', u.email,
+                   'email_opt_out', u.email_opt_out, 'email_prefs_customized', u.email_prefs_customized,
+                   'external_id', u.external_id, 'first_name', u.first_name,
+                   'graduation_year', u.graduation_year, 'last_name', u.last_name, 'school_id', 'acme',
+                   'status', u.status, 'updated_at', strftime(u.updated_at, {stamp}),
+                   'user_id', u.user_id, 'user_login', u.user_login, 'user_type', u.user_type) end
+                   as user_row,
+               coalesce((
+                   select to_json(list_sort(list([m.community_group, m.community])))
+                   from audit.applied_before_memberships as m
+                   where m.run_id = u.run_id and m.external_id = u.external_id
+               ), '[]')::json as memberships,
+               u.captured_at
+        from audit.applied_before_users as u where u.run_id = ?
+        """,
+        [run_id],
+    )
+    for table in ("users", "memberships"):
+        warehouse.execute(f"delete from audit.applied_before_{table} where run_id = ?", [run_id])
+
+
+@pytest.mark.parametrize("kind", ["create", "delete"])
+def test_rollback_of_a_run_whose_before_images_are_json(warehouse, engine, kind):
+    """Earlier versions kept before images as JSON in `audit.applied_before`; still restorable."""
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    customize(engine, BOB, opt_out=True)
+    store_before = (store_users(engine), store_memberships(engine))
+    created_before = {ext: stamps[0] for ext, stamps in store_timestamps(engine).items()}
+    _run(warehouse, engine, "run-2", *RUNS[kind])
+    _as_legacy_json_images(warehouse, "run-2")
+
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+
+    assert (store_users(engine), store_memberships(engine)) == store_before
+    assert {ext: stamps[0] for ext, stamps in store_timestamps(engine).items()} == created_before
+
+
+def test_before_images_keep_only_the_memberships_a_run_changes(warehouse, engine):
+    _run(warehouse, engine, "run-1", BASE_USERS, BASE_MEMBERSHIPS)
+    store_before = (store_users(engine), store_memberships(engine))
+    # ada is renamed, her membership stays; bob keeps his name and changes one membership.
+    _run(
+        warehouse,
+        engine,
+        "run-2",
+        [person(ADA, last_name="Lovelace"), *BASE_USERS[1:]],
+        {**BASE_MEMBERSHIPS, BOB: [("Affinity", "Go"), ("Career Communities", "Health")]},
+    )
+
+    assert warehouse.execute(
+        """
+        select external_id, existed, memberships_saved from audit.applied_before_users
+        where run_id = 'run-2' order by 1
+        """
+    ).fetchall() == [(ADA, True, False), (BOB, True, True)]
+    assert warehouse.execute(
+        """
+        select external_id, community_group, community from audit.applied_before_memberships
+        where run_id = 'run-2' order by all
+        """
+    ).fetchall() == [(BOB, "Affinity", "Go"), (BOB, "Career Communities", "Science")]
+    rollback(warehouse, engine, ACME, "run-2", "rollback-1")
+    assert (store_users(engine), store_memberships(engine)) == store_before

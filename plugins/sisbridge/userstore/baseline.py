@@ -7,6 +7,7 @@ connection, never from several threads.
 from __future__ import annotations
 
 from sisbridge.userstore.schema import (
+    BEFORE_IMAGE_COLUMNS,
     MEMBERSHIP_COLUMNS,
     STATE_USER_COLUMNS,
     PermanentStoreError,
@@ -19,15 +20,29 @@ _BASELINE_USER_COLUMNS = ",\n    ".join(
     for name in STATE_USER_COLUMNS
 )
 
+_BEFORE_IMAGE_COLUMNS = ",\n    ".join(f"{name} {sql_type(users.c[name])}" for name in BEFORE_IMAGE_COLUMNS)
+
+# The before images of a run (`before_images`): one row per user of its change set, with the store's
+# row as it was (`existed` false and nulls for a user the store did not have), and the memberships
+# of the users whose memberships the run changed (`memberships_saved`; a rollback leaves the others'
+# memberships alone). Runs pushed before these tables kept theirs as JSON in `audit.applied_before`,
+# with every user's memberships, which a rollback still reads.
 WAREHOUSE_SCHEMA = f"""
 create schema if not exists audit;
-create table if not exists audit.applied_before (
+create table if not exists audit.applied_before_users (
     run_id varchar not null,
     batch_no integer not null,
     external_id varchar not null,
-    user_row json,
-    memberships json,
+    existed boolean not null,
+    memberships_saved boolean not null,
+    {_BEFORE_IMAGE_COLUMNS},
     captured_at timestamp not null
+);
+create table if not exists audit.applied_before_memberships (
+    run_id varchar not null,
+    external_id varchar not null,
+    community_group varchar not null,
+    community varchar not null
 );
 create table if not exists audit.push_runs (
     run_id varchar not null,  -- one row per run (a DuckLake has no keys)
@@ -52,6 +67,13 @@ create table if not exists audit.push_baseline_memberships (
     external_id varchar not null,
     community_group varchar not null,
     community varchar not null
+);
+-- The users whose baseline memberships a run changed: `push_baseline_memberships` has all the
+-- memberships they had. Runs pushed before this table (and before `applied_before_users`) kept the
+-- memberships of every user they changed.
+create table if not exists audit.push_baseline_member_users (
+    run_id varchar not null,
+    external_id varchar not null
 );
 """
 
@@ -82,20 +104,26 @@ def require_change_set(con) -> None:
 
 
 def set_baseline_rows(
-    con, ids: str, users_query: str, users_params: list, members_query: str, members_params=()
+    con,
+    ids: str,
+    users_query: str,
+    users_params: list,
+    members_query: str,
+    members_params=(),
+    *,
+    member_ids: str | None = None,
 ) -> None:
     """Make the baseline of the users in temp table `ids` equal the given rows (none: not there).
 
-    The queries must return rows of users in `ids` only. The users' rows and memberships are deleted
-    and the given ones inserted straight from the queries: the work is proportional to the users in
-    `ids` (a tenth of a large school in a weekly change). The baseline tables have no key (see
-    `sisbridge.audit`), so a delete costs no index maintenance; updating in place instead took a
-    temp copy of the rows, a join to find them and an EXCEPT over the memberships, about three times
-    the time at a 1M-user first push.
+    A rollback puts a run's users back with it; their memberships only for the users in temp table
+    `member_ids` (default: `ids`). The queries must return rows of those users only. The rows are
+    deleted and the given ones inserted straight from the queries: the work is proportional to the
+    users. The baseline tables have no key (see `sisbridge.audit`), so a delete costs no index
+    maintenance.
     """
     columns = ", ".join((*STATE_USER_COLUMNS, "applied_run_id"))
     members = ", ".join(MEMBERSHIP_COLUMNS)
-    for table in ("applied_users", "applied_memberships"):
-        con.execute(f"delete from state.{table} where external_id in (select external_id from {ids})")
+    for table, scope in (("applied_users", ids), ("applied_memberships", member_ids or ids)):
+        con.execute(f"delete from state.{table} where external_id in (select external_id from {scope})")
     con.execute(f"insert into state.applied_users ({columns}) {users_query}", users_params)
     con.execute(f"insert into state.applied_memberships ({members}) {members_query}", list(members_params))

@@ -3,18 +3,20 @@
 A batch locks its users' store rows and copies them, with their memberships, into the store's
 `sisbridge_push_before_*` tables in its own transaction (`capture`): the batch and its before images
 commit together, and a retried batch captures them again from the same unchanged rows. Once every
-batch is done, `move_to_warehouse` writes them into the warehouse's `audit.applied_before` (one row per
-user of the change set, `user_row` null for a user the store did not have) inside the warehouse
-transaction that finishes the push, and `forget` deletes them from the store.
+batch is done, `move_to_warehouse` writes them into the warehouse's `audit.applied_before_users` (one row
+per user of the change set, `existed` false for a user the store did not have) and
+`audit.applied_before_memberships`, typed as in the store, inside the warehouse transaction that
+finishes the push, and `forget` deletes them from the store.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from sisbridge.userstore import statements
 from sisbridge.userstore.schema import (
     BEFORE_IMAGE_COLUMNS,
-    TIMESTAMP_COLUMNS,
+    push_before_member_users,
     push_before_memberships,
     push_before_users,
     sql_type,
@@ -46,88 +48,125 @@ insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
 select :run, :batch, {_USER_COLUMNS} from users
 where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
+# The store's memberships of the staged users, driven by the staged users as above.
+_PG_STORE_MEMBERSHIPS = f"""
+select c.external_id, c.community_group, c.community from {STAGE_USERS} as s
+cross join lateral (
+    select external_id, community_group, community from user_communities
+    where user_communities.school_id = :school and user_communities.external_id = s.external_id
+) as c
+"""
+_SQLITE_STORE_MEMBERSHIPS = f"""
+select external_id, community_group, community from user_communities
+where school_id = :school and external_id in (select external_id from {STAGE_USERS})
+"""
+# Only the users whose memberships the batch changes keep theirs (and are marked as such).
 _SAVE_MEMBERS = f"""
 insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-select :run, {", ".join(f"c.{column.name}" for column in user_communities.columns)}
-from {push_before_users.name} as u
-join user_communities as c on c.school_id = u.school_id and c.external_id = u.external_id
-where u.run_id = :run and u.batch_no = :batch and u.school_id = :school
+select :run, :school, external_id, community_group, community from {statements.MEMBER_ROWS}
+where user_changed and in_store
+"""
+_MARK_MEMBER_USERS = f"""
+insert into {push_before_member_users.name} (run_id, batch_no, school_id, external_id)
+select distinct :run, :batch, :school, external_id from {statements.MEMBER_ROWS} where user_changed
 """
 
 
 def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> int:
-    """Lock the staged users' store rows and keep them and their memberships; returns how many exist."""
+    """Lock the staged users' store rows and keep them and their memberships; returns how many exist.
+
+    Of the memberships, only those of the users whose memberships the batch changes are kept.
+    Also fills the batch's `statements.MEMBER_CHANGES`.
+    """
     keys = {"school": school_id, "run": run_id, "batch": batch_no}
-    # A batch whose earlier attempt rolled back left nothing behind; this is belt and braces.
-    conn.execute(
-        push_before_users.delete().where(
-            push_before_users.c.run_id == run_id,
-            push_before_users.c.batch_no == batch_no,
-            push_before_users.c.school_id == school_id,
-        )
-    )
+    # A batch's images commit with it, and its `sisbridge_push_batches` row tells a retry to skip it:
+    # a batch that runs has none in the tables yet.
     postgres = conn.dialect.name == "postgresql"
     existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
-    if existing:
-        conn.execute(sa.text(_SAVE_MEMBERS), keys)
+    for table in (statements.MEMBER_CHANGES, statements.MEMBER_ROWS):
+        conn.exec_driver_sql(f"drop table if exists {table}")
+    conn.exec_driver_sql(statements.MEMBER_CHANGES_DDL + (" on commit drop" if postgres else ""))
+    store_memberships = _PG_STORE_MEMBERSHIPS if postgres else _SQLITE_STORE_MEMBERSHIPS
+    conn.execute(sa.text(statements.member_rows(store_memberships, postgres=postgres)), keys)
+    for statement in (statements.INSERT_MEMBER_CHANGES, _SAVE_MEMBERS, _MARK_MEMBER_USERS):
+        conn.execute(sa.text(statement), keys)
     return existing
 
 
-def _store_value(store: str, name: str, postgres: bool) -> str:
+def _store_value(name: str, postgres: bool) -> str:
     """A before-image column as DuckDB reads it from the store, typed as in `users`."""
-    column = users.c[name]
-    if name in TIMESTAMP_COLUMNS:
-        # SQLite keeps SQLAlchemy's text timestamps; PostgreSQL hands over real ones.
-        value = f"b.{name}" if postgres else f"b.{name}::timestamp"
-        return f"strftime({value}, '%Y-%m-%d %H:%M:%S.%f')"
     if postgres:
         return f"b.{name}"
-    return f"b.{name}::{sql_type(column)}"
+    # SQLite keeps SQLAlchemy's text timestamps and 0/1 booleans.
+    return f"b.{name}::{sql_type(users.c[name])}"
 
 
-def move_to_warehouse(con, store: str, school_id: str, run_id: str, at, *, postgres: bool) -> None:
+def _clear(con, run_id: str) -> None:
+    for table in ("users", "memberships"):
+        con.execute(f"delete from audit.applied_before_{table} where run_id = ?", [run_id])
+
+
+_COLUMNS = ", ".join(BEFORE_IMAGE_COLUMNS)
+_INSERT_USERS = (
+    "insert into audit.applied_before_users "
+    f"(run_id, batch_no, external_id, existed, memberships_saved, {_COLUMNS}, captured_at)"
+)
+
+
+def record_absent(con, push_users: str, run_id: str, at) -> None:
+    """Record that the store had none of the users of `push_users` (a school's first push)."""
+    _clear(con, run_id)
+    nulls = ", ".join("null" for _ in BEFORE_IMAGE_COLUMNS)
+    con.execute(
+        f"{_INSERT_USERS} select ?, batch_no, external_id, false, true, {nulls}, ? from {push_users}",
+        [run_id, at],
+    )
+
+
+def move_to_warehouse(
+    con, store: str, push_users: str, school_id: str, run_id: str, at, *, postgres: bool
+) -> None:
     """Write the run's before images from the store (attached to `con` as `store`) into the warehouse.
 
-    Runs inside the caller's warehouse transaction. Every user of `_push_users` gets a row; the JSON of
-    `user_row` has every column of `users` in name order, timestamps as `TIMESTAMP_FORMAT`, and
-    `memberships` is `[[group, community], ...]` in order.
+    Runs inside the caller's warehouse transaction. Every user of `push_users` (the push's table of
+    its change set, `transfer.Prepared.users`) gets a row of `audit.applied_before_users`; their
+    memberships go into `audit.applied_before_memberships`.
     """
-    fields = ", ".join(f"'{name}', {_store_value(store, name, postgres)}" for name in BEFORE_IMAGE_COLUMNS)
-    con.execute("delete from audit.applied_before where run_id = ?", [run_id])
     images = con.execute(
         f"select count(*) from {store}.{push_before_users.name} where school_id = ? and run_id = ?",
         [school_id, run_id],
     ).fetchone()[0]
     if not images:
-        # All new users (a school's first push): no image to read, nor a join of every user with one.
-        con.execute(
-            "insert into audit.applied_before select ?, batch_no, external_id, null, '[]'::json, ? "
-            "from _push_users",
-            [run_id, at],
-        )
+        # All new users: no image to read, nor a join of every user with one.
+        record_absent(con, push_users, run_id, at)
         return
-    # The rollback reads them ordered by batch and user; no need to sort them here.
+    _clear(con, run_id)
+    values = ", ".join(_store_value(name, postgres) for name in BEFORE_IMAGE_COLUMNS)
+    # A user the store did not have is removed with all its memberships by a rollback.
     con.execute(
         f"""
-        insert into audit.applied_before
-        select ?, s.batch_no, s.external_id,
-               case when b.external_id is not null then json_object({fields}) end,
-               coalesce(m.memberships, '[]')::json, ?
-        from _push_users as s
+        {_INSERT_USERS}
+        select ?, s.batch_no, s.external_id, b.external_id is not null,
+               b.external_id is null or m.external_id is not null, {values}, ?
+        from {push_users} as s
         left join (
             select * from {store}.{push_before_users.name}
             where school_id = ? and run_id = ?
         ) as b on b.external_id = s.external_id
         left join (
-            -- list_sort, not an ordered aggregate: DuckDB sorts an ordered aggregate per group,
-            -- which took 2.9 s for 100k users; sorting each user's short list takes a fifth.
-            select external_id, to_json(list_sort(list([community_group, community]))) as memberships
-            from {store}.{push_before_memberships.name}
+            select distinct external_id from {store}.{push_before_member_users.name}
             where school_id = ? and run_id = ?
-            group by external_id
         ) as m on m.external_id = s.external_id
         """,
         [run_id, at, school_id, run_id, school_id, run_id],
+    )
+    con.execute(
+        f"""
+        insert into audit.applied_before_memberships (run_id, external_id, community_group, community)
+        select ?, external_id, community_group, community from {store}.{push_before_memberships.name}
+        where school_id = ? and run_id = ?
+        """,
+        [run_id, school_id, run_id],
     )
 
 
@@ -135,12 +174,17 @@ def forget(conn: sa.Connection, school_id: str, run_ids: list[str]) -> None:
     """Delete the store's copy of these runs' before images (they are in the warehouse now)."""
     if not run_ids:
         return
-    for table in (push_before_users, push_before_memberships):
+    for table in _IMAGE_TABLES:
         conn.execute(table.delete().where(table.c.school_id == school_id, table.c.run_id.in_(run_ids)))
 
 
+_IMAGE_TABLES = (push_before_users, push_before_memberships, push_before_member_users)
+
+
 def runs_with_images(conn: sa.Connection, school_id: str) -> list[str]:
-    query = sa.select(push_before_users.c.run_id).where(push_before_users.c.school_id == school_id).distinct()
+    query = sa.union(
+        *(sa.select(table.c.run_id).where(table.c.school_id == school_id) for table in _IMAGE_TABLES)
+    )
     return list(conn.execute(query).scalars())
 
 

@@ -4,9 +4,11 @@ The change set goes from the warehouse to the store through DuckDB (`transfer`).
 are applied, one store transaction each: a batch sets its users and their memberships to the run's
 target state, so replaying it is harmless; it keeps its before images (`before_images`) and records
 itself in `sisbridge_push_batches` in that same transaction, so a retried push skips what committed
-and never captures a second "before". On PostgreSQL `SISBRIDGE_PUSH_WORKERS` batches run at a time,
-each in its own pooled store connection; the workers never touch DuckDB. Once all batches are done,
-one warehouse transaction moves the before images in, advances the baseline and writes the audit.
+and never captures a second "before". A school's first push (a store with none of its users) has
+nothing to compare or keep: its batches are copied straight into the store's tables
+(`apply_new_batch`). On PostgreSQL `SISBRIDGE_PUSH_WORKERS` batches run at a time, each in its own
+store connection. Meanwhile one warehouse transaction advances the baseline and records the changes;
+it commits once every batch has committed and the before images are in.
 """
 
 from __future__ import annotations
@@ -26,23 +28,26 @@ from sisbridge.userstore import before_images, statements, transfer
 from sisbridge.userstore.baseline import (
     ensure_warehouse_tables,
     require_change_set,
-    set_baseline_rows,
 )
 from sisbridge.userstore.schema import (
     MEMBERSHIP_COLUMNS,
+    SIS_FIELDS,
     STATE_USER_COLUMNS,
+    PermanentStoreError,
     ensure_schema,
     first_line,
     is_postgres,
     push_batches,
     refresh_stale_statistics,
     store_errors,
+    users,
 )
 from sisbridge.userstore.statements import STAGE_USERS
 
 log = logging.getLogger(__name__)
 
-# Users per store transaction: bounds the row locks held and the memory of one batch.
+# Users per store transaction, at most (`transfer.batch_size_for`): bounds the row locks held and the
+# memory of one batch.
 DEFAULT_BATCH_SIZE = 20_000
 
 
@@ -70,6 +75,12 @@ class PushPlan:
     batches: int
     pending: tuple[int, ...]
     workers: int
+    prepared: transfer.Prepared
+    # The name under which the store is attached to the warehouse connection for the push.
+    store: str
+    # The store held none of the school's users when the push started (its first push): its batches
+    # are copied straight into the store's tables (`apply_new_batch`).
+    new_school: bool = False
 
     @property
     def school_id(self) -> str:
@@ -144,41 +155,88 @@ def push(
     if done:
         # A retry must cut the change set exactly as the first attempt did.
         batch_size = next(iter(done.values()))
+    else:
+        users = con.execute("select count(distinct external_id) from marts.user_changes").fetchone()[0]
+        batch_size = transfer.batch_size_for(users, batch_size, workers if is_postgres(engine) else 1)
     _forget_finished_images(con, engine, school.school_id)
-    phases: dict[str, float] = {}
     try:
+        return _push(con, engine, school, run_id, batch_size, done, workers, direct=True)
+    except _DirectCopyFailed as exc:
+        # Most likely a user the store has after all (written by someone else since the push began).
+        log.warning(
+            "run %s: copying the new users straight into the store failed (%s); applying the rest as changes",
+            run_id,
+            first_line(exc.__cause__),
+        )
+    done = done_batches(engine, school.school_id, run_id)
+    return _push(con, engine, school, run_id, batch_size, done, workers, direct=False)
+
+
+class _DirectCopyFailed(Exception):
+    """A batch of a first push could not be copied straight into the store (not for a lost connection)."""
+
+
+def _push(
+    con,
+    engine: sa.Engine,
+    school: SchoolConfig,
+    run_id: str,
+    batch_size: int,
+    done: dict[int, int],
+    workers: int,
+    *,
+    direct: bool,
+) -> PushResult:
+    phases: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(transfer.scratch(con))
+        for table in ("_push_changed", "_push_member_changes"):
+            stack.callback(con.execute, f"drop table if exists temp.{table}")
         with _timed(phases, "prepare"):
-            batches = transfer.prepare(con, school, batch_size)
+            prepared = transfer.prepare(con, scratch, school, batch_size)
+        pending = tuple(batch_no for batch_no in range(prepared.batches) if batch_no not in done)
+        postgres = is_postgres(engine)
+        with store_errors(f"attaching the store for run {run_id}"):
+            store = stack.enter_context(transfer.attached(con, engine))
         plan = PushPlan(
             engine=engine,
             school=school,
             run_id=run_id,
             batch_size=batch_size,
-            batches=batches,
-            pending=tuple(batch_no for batch_no in range(batches) if batch_no not in done),
-            workers=workers if is_postgres(engine) else 1,
+            batches=prepared.batches,
+            pending=pending,
+            workers=workers if postgres else 1,
+            prepared=prepared,
+            store=store,
+            # No batch of the run committed yet (else its before images are in the store), and the
+            # store has none of the school's users.
+            new_school=direct
+            and postgres
+            and bool(pending)
+            and not done
+            and not _store_has_users(engine, school.school_id),
         )
-        if plan.pending:
+        if plan.pending and not plan.new_school:
             with _timed(phases, "statistics"):
                 applied_users = con.execute("select count(*) from state.applied_users").fetchone()[0]
                 refresh_stale_statistics(engine, school.school_id, applied_users)
             with _timed(phases, "transfer"), store_errors(f"copying the change set of run {run_id}"):
-                transfer.fill(con, engine, school.school_id, list(plan.pending))
-            with _timed(phases, f"{len(plan.pending)} batches"):
-                _apply_batches(plan)
-        with _timed(phases, "finish"):
-            result = _finish_push(con, plan)
-        with _timed(phases, "cleanup"):
-            _cleanup(engine, school.school_id, run_id)
-        log.info(
-            "push of run %s took %s",
-            run_id,
-            ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items()),
-        )
-        return result
-    finally:
-        transfer.drop_prepared(con)
-        con.execute("drop table if exists temp._push_changed")
+                transfer.fill(con, store, engine, prepared, school.school_id, list(plan.pending))
+        result = _apply_and_finish(con, plan, phases)
+    with _timed(phases, "cleanup"):
+        _cleanup(engine, school.school_id, run_id)
+    log.info(
+        "push of run %s took %s",
+        run_id,
+        ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items()),
+    )
+    return result
+
+
+def _store_has_users(engine: sa.Engine, school_id: str) -> bool:
+    query = sa.select(users.c.external_id).where(users.c.school_id == school_id).limit(1)
+    with store_errors("reading the store"), engine.connect() as conn:
+        return conn.execute(query).first() is not None
 
 
 @contextlib.contextmanager
@@ -191,58 +249,125 @@ def _timed(phases: dict[str, float], phase: str) -> Generator[None, None, None]:
         phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - started
 
 
-def _apply_batches(plan: PushPlan) -> None:
-    """Apply the pending batches in order, `workers` at a time; raise the first failed batch's error.
+class _Batches:
+    """The pending batches, applied by `workers` threads while the caller does the warehouse's part.
 
     Batches touch disjoint users, and each commits on its own with its row in the batch table, so
     their order does not matter. After a failure no further batch starts; the ones already running
-    finish (commit or roll back), and a retry applies whatever did not commit.
+    finish (commit or roll back), and a retry applies whatever did not commit. A worker takes its own
+    store connection from the engine's pool for each batch. The workers of a first push each use a
+    DuckDB cursor instead, which reads only the push's scratch tables and writes only to the
+    attached store, never to the warehouse.
     """
 
-    def apply(batch_no: int) -> None:
-        with store_errors(plan.describe(batch_no)):
-            apply_batch(plan, batch_no)
+    def __init__(self, con, plan: PushPlan):
+        self.plan = plan
+        self._pending = iter(plan.pending)
+        self._taking = threading.Lock()
+        self._failed = threading.Event()
+        self._errors: dict[int, BaseException] = {}
+        count = min(plan.workers, len(plan.pending))
+        self._cursors = [con.cursor() for _ in range(count)] if plan.new_school else [None] * count
+        self._threads = [
+            threading.Thread(target=self._work, args=(cursor,), name=f"sisbridge-push-{n}", daemon=True)
+            for n, cursor in enumerate(self._cursors)
+        ]
 
-    order = list(plan.pending)
-    if plan.workers == 1 or len(order) < 2:
-        for batch_no in order:
-            apply(batch_no)
-        return
-    pending = iter(order)
-    taking = threading.Lock()
-    failed = threading.Event()
-    errors: dict[int, BaseException] = {}
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
 
-    def work() -> None:
-        while not failed.is_set():
-            with taking:
-                batch_no = next(pending, None)
+    def _work(self, cursor) -> None:
+        while not self._failed.is_set():
+            with self._taking:
+                batch_no = next(self._pending, None)
             if batch_no is None:
                 return
             try:
-                apply(batch_no)
+                with store_errors(self.plan.describe(batch_no)):
+                    if cursor is None:
+                        apply_batch(self.plan, batch_no)
+                    else:
+                        apply_new_batch(self.plan, batch_no, cursor)
             except BaseException as exc:
-                errors[batch_no] = exc
-                failed.set()
+                self._errors[batch_no] = exc
+                self._failed.set()
 
-    # Each worker takes its own store connection from the engine's pool for each batch.
-    threads = [
-        threading.Thread(target=work, name=f"sisbridge-push-{n}", daemon=True)
-        for n in range(min(plan.workers, len(order)))
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+    def join(self, *, stop: bool = False) -> None:
+        """Wait for the workers (`stop`: start no further batch); raise the first failed batch's error."""
+        if stop:
+            self._failed.set()
+        for thread in self._threads:
             thread.join()
-    finally:
-        failed.set()
-    if errors:
-        first = min(errors)
-        for batch_no, exc in sorted(errors.items()):
-            if batch_no != first:
-                log.warning("batch %d of run %s also failed: %s", batch_no + 1, plan.run_id, first_line(exc))
-        raise errors[first]
+        for cursor in self._cursors:
+            if cursor is not None:
+                cursor.close()
+        if self._errors:
+            first = min(self._errors)
+            for batch_no, exc in sorted(self._errors.items()):
+                if batch_no != first:
+                    log.warning(
+                        "batch %d of run %s also failed: %s", batch_no + 1, self.plan.run_id, first_line(exc)
+                    )
+            error = self._errors[first]
+            if self.plan.new_school and isinstance(error, PermanentStoreError):
+                raise _DirectCopyFailed() from error
+            raise error
+
+
+def apply_new_batch(plan: PushPlan, batch_no: int, cursor) -> None:
+    """Copy a batch of users the store does not have, and their memberships, straight into the store.
+
+    One store transaction through DuckDB's postgres extension (`cursor`: a DuckDB cursor, the store
+    attached as `plan.store`): binary COPYs into `users` and `user_communities`, and the batch's row
+    in `sisbridge_push_batches`. A school's first push has nothing to capture, compare, update or
+    delete; should a user be in the store after all, the key makes the COPY fail (`push`).
+    """
+    now = audit.utcnow()
+    store, prepared = plan.store, plan.prepared
+    batch = int(batch_no)
+    fields = ", ".join(SIS_FIELDS)
+    cursor.execute("begin")
+    try:
+        # The foreign key check of each membership is planned once per store session (see
+        # `apply_batch`); while the school's users are being written, only an index scan is right.
+        cursor.execute(f"call postgres_execute('{store}', 'set local enable_seqscan = off')")
+        cursor.execute(
+            f"""
+            insert into {store}.users
+                (school_id, external_id, {fields}, email_opt_out, created_at, updated_at)
+            select ?, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)},
+                   {statements.NEW_USER_OPT_OUT}, ?, ?
+            from {prepared.users} as s
+            where s.batch_no = {batch} and s.in_target
+            """,
+            [plan.school_id, now, now],
+        )
+        cursor.execute(
+            f"""
+            insert into {store}.user_communities (school_id, external_id, community_group, community)
+            select ?, external_id, community_group, community from {prepared.members}
+            where batch_no = {batch}
+            """,
+            [plan.school_id],
+        )
+        record_new_batch(cursor, plan, batch_no, prepared.sizes[batch_no], now)
+        cursor.execute("commit")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            cursor.execute("rollback")
+        raise
+
+
+def record_new_batch(cursor, plan: PushPlan, batch_no: int, count: int, at) -> None:
+    cursor.execute(
+        f"""
+        insert into {plan.store}.{push_batches.name}
+            (school_id, run_id, batch_no, batch_size, users_in_batch, applied_at)
+        values (?, ?, ?, ?, ?, ?)
+        """,
+        [plan.school_id, plan.run_id, batch_no, plan.batch_size, count, at],
+    )
 
 
 def apply_batch(plan: PushPlan, batch_no: int) -> None:
@@ -250,6 +375,7 @@ def apply_batch(plan: PushPlan, batch_no: int) -> None:
     now = audit.utcnow()
     params = statements.params(plan.school_id, now)
     text = statements.text
+    count = plan.prepared.sizes[batch_no]
     with plan.engine.begin() as conn:
         postgres = is_postgres(conn)
         if postgres:
@@ -268,18 +394,17 @@ def apply_batch(plan: PushPlan, batch_no: int) -> None:
             # a truncated store took 46-70 s instead of 3 s. The plan is made on first use in the
             # session and kept, so it must be made here.
             conn.exec_driver_sql("set local enable_seqscan = off")
-        count = transfer.stage_batch(conn, plan.school_id, batch_no)
+        transfer.stage_batch(conn, plan.school_id, batch_no)
         existing = before_images.capture(conn, plan.school_id, plan.run_id, batch_no)
         if existing:
-            # Users first, while the old memberships are still there to compare against. A batch of
-            # new users only (a school's first push) has nothing to update or delete: each of these
-            # statements would probe the store's indexes once per staged user and find nothing.
+            # A batch of new users only has nothing to update or delete: each of these statements
+            # would probe the store's indexes once per staged user and find nothing.
             conn.execute(text(statements.UPDATE_USERS), params)
-            conn.execute(text(statements.delete_stale_memberships(STAGE_USERS, postgres=postgres)), params)
+            conn.execute(text(statements.delete_gone_memberships(postgres=postgres)), params)
             conn.execute(text(statements.delete_users(STAGE_USERS, "in_target")), params)
         if existing < count:  # else every staged user is in the store already: nothing to insert
             conn.execute(text(statements.INSERT_USERS), params)
-        conn.execute(text(statements.insert_memberships(STAGE_USERS, "in_target")), params)
+        conn.execute(text(statements.INSERT_ADDED_MEMBERSHIPS), params)
         transfer.unstage(conn)
         record_batch(conn, plan, batch_no, count, now)
 
@@ -311,37 +436,103 @@ def _cleanup(engine: sa.Engine, school_id: str, run_id: str) -> None:
         log.warning("push of run %s succeeded but could not clean up the store: %s", run_id, exc)
 
 
-def _finish_push(con, plan: PushPlan) -> PushResult:
-    """Move the before images in, advance the baseline and write the audit, in one warehouse transaction.
+def _apply_and_finish(con, plan: PushPlan, phases: dict[str, float]) -> PushResult:
+    """Apply the pending batches and write the warehouse's side of the push, in one warehouse transaction.
 
-    Only the users whose baseline row or memberships differ from the target are rewritten (stamped
-    with this run's id), and their previous baseline rows are kept in `audit.push_baseline_*`.
+    The baseline is advanced while the batches run: it depends on the warehouse only, and the
+    transaction commits only once every batch has committed and the before images are in. A failed
+    batch rolls the transaction back (and a failure in the warehouse stops the batches), so nothing
+    of the run is in the baseline or the audit until the whole push has succeeded.
     """
     run_id = plan.run_id
     now = audit.utcnow()
-    users_cols = ", ".join(STATE_USER_COLUMNS)
-    members_cols = ", ".join(MEMBERSHIP_COLUMNS)
-    with contextlib.ExitStack() as stack:
-        with store_errors(f"reading the before images of run {run_id}"):
-            store = stack.enter_context(transfer.attached(con, plan.engine))
-        con.execute("begin")
+    batches = _Batches(con, plan)
+    label = f"{len(plan.pending)} batches"
+    if plan.pending:
+        phases[label] = 0.0  # logged before the baseline, which runs alongside them
+    started = time.perf_counter()
+    batches.start()
+    began = False
+    try:
         try:
-            with store_errors(f"reading the before images of run {run_id}"):
-                before_images.move_to_warehouse(
-                    con, store, plan.school_id, run_id, now, postgres=is_postgres(plan.engine)
-                )
-            result = _advance_baseline(con, plan, now, users_cols, members_cols)
-            con.execute("commit")
+            con.execute("begin")
+            began = True
+            with _timed(phases, "baseline alongside"):
+                _advance_baseline(con, plan)
+                _record_changes(con, run_id, now)
+                if plan.new_school:
+                    # The store has none of the run's users: their before images and the audit
+                    # need nothing from the batches.
+                    before_images.record_absent(con, plan.prepared.users, run_id, now)
+                    result = _record_audit(con, plan, now)
         except BaseException:
-            con.execute("rollback")
+            batches.join(stop=True)
             raise
+        batches.join()
+        if plan.pending:
+            phases[label] = time.perf_counter() - started
+        with _timed(phases, "finish"):
+            if not plan.new_school:
+                with store_errors(f"reading the before images of run {run_id}"):
+                    before_images.move_to_warehouse(
+                        con,
+                        plan.store,
+                        plan.prepared.users,
+                        plan.school_id,
+                        run_id,
+                        now,
+                        postgres=is_postgres(plan.engine),
+                    )
+                result = _record_audit(con, plan, now)
+            con.execute("commit")
+    except BaseException:
+        if began:
+            con.execute("rollback")
+        raise
     return result
 
 
-def _advance_baseline(con, plan: PushPlan, now, users_cols: str, members_cols: str) -> PushResult:
+def _advance_baseline(con, plan: PushPlan) -> None:
+    """Set the baseline to the target, keeping the rows it replaces in `audit.push_baseline_*`.
+
+    Only the users whose baseline row or memberships differ from the target are rewritten (stamped
+    with this run's id).
+    """
     run_id = plan.run_id
-    # The users whose baseline row or memberships differ from the target, in either direction.
-    # `is distinct from` compares NULLs as equal; one join per table, keyed on the user.
+    users_cols = ", ".join(STATE_USER_COLUMNS)
+    members_cols = ", ".join(MEMBERSHIP_COLUMNS)
+    target_users = f"select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state"
+    # dbt's build tests that the target memberships are unique (int_memberships_target_state), and
+    # the push runs only after a build whose tests passed.
+    target_members = f"select {members_cols} from intermediate.int_memberships_target_state"
+    empty = con.execute(
+        """
+        select not exists (select 1 from state.applied_users)
+           and not exists (select 1 from state.applied_memberships)
+        """
+    ).fetchone()[0]
+    if empty:
+        # A school's first push: every target user differs from the empty baseline, and there is no
+        # earlier row to keep.
+        con.execute(
+            f"insert into state.applied_users ({users_cols}, applied_run_id) {target_users}", [run_id]
+        )
+        con.execute(f"insert into state.applied_memberships ({members_cols}) {target_members}")
+        return
+    # The memberships the run adds and removes, and the users whose baseline row or memberships
+    # differ from the target, in either direction (`is distinct from` compares NULLs as equal).
+    # One join, not two set differences: each of those hashes both tables (1.9M rows at 1M users).
+    on_key = " and ".join(f"a.{column} = t.{column}" for column in MEMBERSHIP_COLUMNS)
+    con.execute(
+        f"""
+        create or replace temp table _push_member_changes as
+        select {", ".join(f"coalesce(a.{column}, t.{column}) as {column}" for column in MEMBERSHIP_COLUMNS)},
+               a.external_id is null as adding
+        from state.applied_memberships as a
+        full join ({target_members}) as t on {on_key}
+        where a.external_id is null or t.external_id is null
+        """
+    )
     differs = " or ".join(f"a.{column} is distinct from t.{column}" for column in STATE_USER_COLUMNS[1:])
     con.execute(
         f"""
@@ -351,55 +542,88 @@ def _advance_baseline(con, plan: PushPlan, now, users_cols: str, members_cols: s
         full join intermediate.int_users_target_state as t on a.external_id = t.external_id
         where a.external_id is null or t.external_id is null or {differs}
         union
-        select coalesce(a.external_id, t.external_id)
-        from state.applied_memberships as a
-        full join intermediate.int_memberships_target_state as t
-            on a.external_id = t.external_id
-            and a.community_group = t.community_group
-            and a.community = t.community
-        where a.external_id is null or t.external_id is null
+        select external_id from _push_member_changes
         """
     )
-    for table, columns in (("users", f"{users_cols}, applied_run_id"), ("memberships", members_cols)):
+    # The rows the run replaces: the changed users' baseline rows, and all the memberships of the
+    # users whose memberships change (`audit.push_baseline_member_users`).
+    for table, columns, ids in (
+        ("users", f"{users_cols}, applied_run_id", "_push_changed"),
+        ("memberships", members_cols, "_push_member_changes"),
+    ):
         con.execute(f"delete from audit.push_baseline_{table} where run_id = ?", [run_id])
         con.execute(
             f"""
             insert into audit.push_baseline_{table} (run_id, {columns})
             select ?, {columns} from state.applied_{table}
-            where external_id in (select external_id from _push_changed)
+            where external_id in (select external_id from {ids})
             """,
             [run_id],
         )
-    set_baseline_rows(
-        con,
-        "_push_changed",
-        f"""
-        select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state
-        where external_id in (select external_id from _push_changed)
+    con.execute("delete from audit.push_baseline_member_users where run_id = ?", [run_id])
+    con.execute(
+        """
+        insert into audit.push_baseline_member_users (run_id, external_id)
+        select distinct ?, external_id from _push_member_changes
         """,
         [run_id],
-        f"""
-        select distinct {members_cols} from intermediate.int_memberships_target_state
-        where external_id in (select external_id from _push_changed)
-        """,
     )
+    # The changed users' rows are replaced (stamped with the run); of the memberships, only those
+    # that change are written.
+    con.execute(
+        "delete from state.applied_users where external_id in (select external_id from _push_changed)"
+    )
+    con.execute(
+        f"""
+        insert into state.applied_users ({users_cols}, applied_run_id)
+        {target_users} where external_id in (select external_id from _push_changed)
+        """,
+        [run_id],
+    )
+    on_change = " and ".join(f"a.{column} = g.{column}" for column in MEMBERSHIP_COLUMNS)
+    con.execute(
+        f"""
+        delete from state.applied_memberships as a using _push_member_changes as g
+        where not g.adding and {on_change}
+        """
+    )
+    con.execute(
+        f"""
+        insert into state.applied_memberships ({members_cols})
+        select {members_cols} from _push_member_changes where adding
+        """
+    )
+
+
+def _record_changes(con, run_id: str, now) -> None:
+    """Write the run's change set into `audit.applied_changes`; `_record_audit` drops what was not applied."""
     con.execute("delete from audit.applied_changes where run_id = ?", [run_id])
-    # An opt-out the store did not take (customized, or already opted out) was not applied.
     con.execute(
         """
         insert into audit.applied_changes
             (run_id, external_id, change_type, field, old_value, new_value, applied_at)
-        select ?, c.external_id, c.change_type, c.field, c.old_value, c.new_value, ?
-        from marts.user_changes as c
-        where c.change_type <> 'opt_out'
-           or c.external_id not in (
-               select b.external_id from audit.applied_before as b
-               where b.run_id = ? and b.user_row is not null
-                 and (coalesce((b.user_row->>'email_prefs_customized')::boolean, false)
-                      or coalesce((b.user_row->>'email_opt_out')::boolean, false)))
-        order by c.change_id
+        select ?, external_id, change_type, field, old_value, new_value, ?
+        from marts.user_changes order by change_id
         """,
-        [run_id, now, run_id],
+        [run_id, now],
+    )
+
+
+def _record_audit(con, plan: PushPlan, now) -> PushResult:
+    """Finish the run's applied changes and write its `audit.push_runs` row; returns the counts.
+
+    Runs once the before images are in: an opt-out the store did not take (the user customized
+    their preferences, or was opted out already) was not applied.
+    """
+    run_id = plan.run_id
+    con.execute(
+        """
+        delete from audit.applied_changes
+        where run_id = ? and change_type = 'opt_out' and external_id in (
+            select external_id from audit.applied_before_users
+            where run_id = ? and existed and (email_prefs_customized or email_opt_out))
+        """,
+        [run_id, run_id],
     )
     counts = dict(
         con.execute(

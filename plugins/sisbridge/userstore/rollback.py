@@ -29,6 +29,7 @@ from sisbridge.userstore.schema import (
     store_errors,
 )
 from sisbridge.userstore.statements import STAGE_BEFORE, STAGE_COLUMNS, STAGE_MEMBERS
+from sisbridge.warehouse import has_table
 
 
 class RollbackRefused(RuntimeError):
@@ -116,6 +117,29 @@ def _refuse_unless_rollable(con, school: SchoolConfig, run_id: str) -> None:
 
 
 def _staged_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
+    """The run's before images as rows of `STAGE_BEFORE` and `STAGE_MEMBERS`."""
+    values = ", ".join((*SIS_FIELDS, "email_opt_out", "email_prefs_customized", "created_at"))
+    stage_before = con.execute(
+        f"""
+        select external_id, existed, memberships_saved, {values} from audit.applied_before_users
+        where run_id = ? order by batch_no, external_id
+        """,
+        [run_id],
+    ).fetchall()
+    if not stage_before and has_table(con, "audit", "applied_before"):
+        return _legacy_before_images(con, run_id)
+    stage_members = con.execute(
+        """
+        select external_id, community_group, community from audit.applied_before_memberships
+        where run_id = ? order by all
+        """,
+        [run_id],
+    ).fetchall()
+    return stage_before, stage_members
+
+
+def _legacy_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
+    """The before images of a run pushed when they were kept as JSON (`audit.applied_before`)."""
     before = con.execute(
         """
         select external_id, user_row, memberships from audit.applied_before
@@ -126,12 +150,13 @@ def _staged_before_images(con, run_id: str) -> tuple[list[tuple], list[tuple]]:
     stage_before, stage_members = [], []
     for external_id, user_row, memberships in before:
         row = json.loads(user_row) if user_row is not None else None
+        # These images kept every user's memberships.
         if row is None:
-            stage_before.append((external_id, False, *([None] * (len(SIS_FIELDS) + 3))))
+            stage_before.append((external_id, False, True, *([None] * (len(SIS_FIELDS) + 3))))
         else:
             created_at = datetime.strptime(row["created_at"], TIMESTAMP_FORMAT)
             values = [row[field] for field in (*SIS_FIELDS, "email_opt_out", "email_prefs_customized")]
-            stage_before.append((external_id, True, *values, created_at))
+            stage_before.append((external_id, True, True, *values, created_at))
         stage_members.extend((external_id, group, community) for group, community in json.loads(memberships))
     return stage_before, stage_members
 
@@ -191,6 +216,21 @@ def _restore_baseline(
             """,
             [run_id, run_id, run_id],
         )
+        # Runs with typed before images mark the users whose baseline memberships they changed; the
+        # users they created have none to keep. Earlier runs kept every changed user's memberships.
+        con.execute(
+            """
+            create or replace temp table _rollback_member_ids as
+            select external_id from audit.push_baseline_member_users where run_id = ?
+            union
+            select external_id from state.applied_users where applied_run_id = ?
+              and external_id not in (select external_id from audit.push_baseline_users where run_id = ?)
+            """,
+            [run_id, run_id, run_id],
+        )
+        marked = con.execute(
+            "select count(*) from audit.applied_before_users where run_id = ?", [run_id]
+        ).fetchone()[0]
         set_baseline_rows(
             con,
             "_rollback_ids",
@@ -204,8 +244,10 @@ def _restore_baseline(
             from audit.push_baseline_memberships where run_id = ?
             """,
             [run_id],
+            member_ids="_rollback_member_ids" if marked else None,
         )
-        con.execute("drop table temp._rollback_ids")
+        for table in ("_rollback_ids", "_rollback_member_ids"):
+            con.execute(f"drop table temp.{table}")
         audit.upsert_run(con, run_id, school_id=school.school_id, status="rolled_back")
         audit.upsert_run(
             con,

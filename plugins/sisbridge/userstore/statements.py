@@ -1,6 +1,6 @@
 """The store-side SQL of a push batch and of a rollback: the one place that carries the preference rule.
 
-Email preferences (DESIGN.md, "Email preferences") live in `OPT_OUT_RULE` and `INSERT_USERS` only:
+Email preferences (DESIGN.md, "Email preferences") live in `OPT_OUT_RULE` and `NEW_USER_OPT_OUT` only:
 - a new user starts with `email_opt_out` equal to the file's flag;
 - an existing user whose preferences are not customized is opted out when the flag is yes;
 - nothing ever opts a user back in, and a user with customized preferences keeps every preference.
@@ -24,6 +24,10 @@ from sisbridge.userstore.schema import SIS_FIELDS
 STAGE_USERS = "sisbridge_stage_users"
 STAGE_MEMBERS = "sisbridge_stage_members"
 STAGE_BEFORE = "sisbridge_stage_before"
+# A push batch's membership changes (temp table): the rows it adds (`adding`) and removes.
+MEMBER_CHANGES = "sisbridge_stage_member_changes"
+# A push batch's memberships, the store's and the target's, one row each (temp table, `member_rows`).
+MEMBER_ROWS = "sisbridge_stage_member_rows"
 # The columns of the stage tables, with their types in both PostgreSQL and SQLite.
 _SIS_TYPES = tuple((field, "integer" if field == "graduation_year" else "text") for field in SIS_FIELDS)
 STAGE_COLUMNS = {
@@ -38,6 +42,7 @@ STAGE_COLUMNS = {
     STAGE_BEFORE: (
         ("external_id", "text"),
         ("existed", "boolean"),
+        ("memberships_saved", "boolean"),
         *_SIS_TYPES,
         ("email_opt_out", "boolean"),
         ("email_prefs_customized", "boolean"),
@@ -85,6 +90,55 @@ OPT_OUT_RULE = """
     end
 """
 
+# The key is also what keeps PostgreSQL's planner sane here: with sequential scans off in a batch
+# (`push.apply_batch`), a table without an index costs every plan that reads it the same penalty,
+# and the planner then no longer tells the plans apart (it joined a whole school's users to the
+# batch's with a nested loop).
+MEMBER_CHANGES_DDL = f"""
+create temp table {MEMBER_CHANGES} (
+    external_id text not null,
+    community_group text not null,
+    community text not null,
+    adding boolean not null,
+    primary key (external_id, community_group, community)
+)
+"""
+
+
+def member_rows(store_memberships: str, *, postgres: bool) -> str:
+    """The batch's memberships: in the store, in the target, and whether their user's set changes.
+
+    `store_memberships` selects the store's memberships of the staged users. One aggregate over the
+    batch's own rows, with no join: a batch's statements run with hash and merge joins off, and a
+    join of two unindexed sets would compare every row with every other.
+    """
+    on_commit = " on commit drop" if postgres else ""
+    return f"""
+    create temp table {MEMBER_ROWS}{on_commit} as
+    select external_id, community_group, community, in_store, in_target,
+           max(case when in_store <> in_target then 1 else 0 end) over (partition by external_id) = 1
+               as user_changed
+    from (
+        select external_id, community_group, community,
+               max(case when src = 'store' then 1 else 0 end) = 1 as in_store,
+               max(case when src = 'target' then 1 else 0 end) = 1 as in_target
+        from (
+            select external_id, community_group, community, 'store' as src from ({store_memberships}) as c
+            union all
+            select external_id, community_group, community, 'target' from {STAGE_MEMBERS}
+        ) as both_sides
+        group by external_id, community_group, community
+    ) as memberships
+    """
+
+
+# The membership changes of a batch, from `member_rows`; the store's tables are then touched only
+# where a membership really changes.
+INSERT_MEMBER_CHANGES = f"""
+insert into {MEMBER_CHANGES} (external_id, community_group, community, adding)
+select external_id, community_group, community, in_target from {MEMBER_ROWS} where in_store <> in_target
+"""
+
 UPDATE_USERS = f"""
 update users set
     {", ".join(f"{field} = s.{field}" for field in SIS_FIELDS)},
@@ -97,15 +151,42 @@ where users.school_id = :school
   and (
       {FIELDS_DIFFER}
       or (s.file_opt_out and not users.email_opt_out and not users.email_prefs_customized)
-      or {MEMBERSHIPS_DIFFER}
+      or s.external_id in (select external_id from {MEMBER_CHANGES})
   )
 """
 
-# A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default.
+
+def delete_gone_memberships(*, postgres: bool) -> str:
+    if postgres:
+        return f"""
+        delete from user_communities using {MEMBER_CHANGES} as g
+        where not g.adding
+          and user_communities.school_id = :school
+          and user_communities.external_id = g.external_id
+          and user_communities.community_group = g.community_group
+          and user_communities.community = g.community
+        """
+    return f"""
+    delete from user_communities
+    where school_id = :school
+      and (external_id, community_group, community) in (
+          select external_id, community_group, community from {MEMBER_CHANGES} where not adding)
+    """
+
+
+INSERT_ADDED_MEMBERSHIPS = f"""
+insert into user_communities (school_id, external_id, community_group, community)
+select :school, external_id, community_group, community from {MEMBER_CHANGES} where adding
+on conflict do nothing
+"""
+
+# A new user's opt-out is the file's flag; `email_prefs_customized` is left to its default. The same
+# expression in DuckDB copies a school's first batches straight into the store (`push.apply_new_batch`).
+NEW_USER_OPT_OUT = "coalesce(s.file_opt_out, s.target_opt_out)"
 INSERT_USERS = f"""
 insert into users (school_id, external_id, {", ".join(SIS_FIELDS)}, email_opt_out, created_at, updated_at)
 select :school, s.external_id, {", ".join(f"s.{field}" for field in SIS_FIELDS)},
-       coalesce(s.file_opt_out, s.target_opt_out), :now, :now
+       {NEW_USER_OPT_OUT}, :now, :now
 from {STAGE_USERS} as s
 where s.in_target
 on conflict (school_id, external_id) do nothing
@@ -113,17 +194,19 @@ on conflict (school_id, external_id) do nothing
 
 
 def delete_stale_memberships(users_stage: str, *, postgres: bool) -> str:
-    # On PostgreSQL a join with the staged users (one row per user, indexed on external_id) lets
-    # either side drive the delete through an index; SQLite has no DELETE ... USING. A DISTINCT
-    # subquery here has no index: for a school new to the store, whose memberships the planner
-    # estimates at none, it was rescanned for every membership of the batches before (O(n^2)).
+    """A rollback's delete of the memberships its users did not have (`memberships_saved` users only).
+
+    On PostgreSQL a join with the staged users (one row per user, indexed on external_id) lets either
+    side drive the delete through an index; SQLite has no DELETE ... USING.
+    """
     scope = (
         f"""using {users_stage} as staged
-    where user_communities.school_id = :school
+    where staged.memberships_saved
+      and user_communities.school_id = :school
       and user_communities.external_id = staged.external_id"""
         if postgres
         else f"""where school_id = :school
-      and external_id in (select external_id from {users_stage})"""
+      and external_id in (select external_id from {users_stage} where memberships_saved)"""
     )
     return f"""
     delete from user_communities
@@ -169,7 +252,7 @@ where users.school_id = :school
       {FIELDS_DIFFER}
       or users.created_at is distinct from s.created_at
       or (users.email_opt_out is distinct from s.email_opt_out and not users.email_prefs_customized)
-      or {MEMBERSHIPS_DIFFER}
+      or (s.memberships_saved and {MEMBERSHIPS_DIFFER})
   )
 """
 
