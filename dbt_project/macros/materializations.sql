@@ -12,34 +12,23 @@
 -#}
 
 {% materialization table, adapter='duckdb', supported_languages=['sql'] %}
-  {%- set target_relation = this.incorporate(type='table') -%}
-  {%- set existing_relation = load_cached_relation(this) -%}
-  {{ run_hooks(pre_hooks, inside_transaction=False) }}
-  {{ run_hooks(pre_hooks, inside_transaction=True) }}
-  {% if existing_relation is not none and not existing_relation.is_table %}
-    {{ adapter.drop_relation(existing_relation) }}
-  {% endif %}
-  {% call statement('main') -%}
-    create or replace table {{ target_relation }} as (
-      {{ sql }}
-    )
-  {%- endcall %}
-  {{ run_hooks(post_hooks, inside_transaction=True) }}
-  {{ adapter.commit() }}
-  {{ run_hooks(post_hooks, inside_transaction=False) }}
-  {{ return({'relations': [target_relation]}) }}
+  {{ return(sisbridge_replace_relation('table')) }}
 {% endmaterialization %}
 
 {% materialization view, adapter='duckdb' %}
-  {%- set target_relation = this.incorporate(type='view') -%}
+  {{ return(sisbridge_replace_relation('view')) }}
+{% endmaterialization %}
+
+{% macro sisbridge_replace_relation(relation_type) %}
+  {%- set target_relation = this.incorporate(type=relation_type) -%}
   {%- set existing_relation = load_cached_relation(this) -%}
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
-  {% if existing_relation is not none and not existing_relation.is_view %}
+  {% if existing_relation is not none and existing_relation.type != relation_type %}
     {{ adapter.drop_relation(existing_relation) }}
   {% endif %}
   {% call statement('main') -%}
-    create or replace view {{ target_relation }} as (
+    create or replace {{ relation_type }} {{ target_relation }} as (
       {{ sql }}
     )
   {%- endcall %}
@@ -47,4 +36,4 @@
   {{ adapter.commit() }}
   {{ run_hooks(post_hooks, inside_transaction=False) }}
   {{ return({'relations': [target_relation]}) }}
-{% endmaterialization %}
+{% endmacro %}

@@ -150,6 +150,20 @@ def test_a_push_killed_after_k_batches_converges_on_retry(warehouse, engine, mon
     assert (store_users(engine), store_memberships(engine)) == (before_users, before_members)
 
 
+def _kill_store_on_second_call(monkeypatch, module, name: str, pg_url: str) -> None:
+    """Make `module.name` cut every store connection on its second call (in the second batch)."""
+    original = getattr(module, name)
+    calls = {"n": 0}
+
+    def kill_connection_during_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            _terminate_other_backends(pg_url)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, kill_connection_during_second_batch)
+
+
 def _terminate_other_backends(url: str) -> None:
     admin = sa.create_engine(url)
     with admin.connect() as conn:
@@ -165,16 +179,7 @@ def _terminate_other_backends(url: str) -> None:
 def test_store_connection_killed_mid_batch_is_transient_and_retry_is_exact(warehouse, pg_url, monkeypatch):
     engine = store_engine(pg_url)
     target, _, _, _ = _scenario(warehouse, engine)
-    original = before_images.capture
-    calls = {"n": 0}
-
-    def kill_connection_during_second_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            _terminate_other_backends(pg_url)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(before_images, "capture", kill_connection_during_second_batch)
+    _kill_store_on_second_call(monkeypatch, before_images, "capture", pg_url)
 
     # One batch at a time, so that exactly the second batch is in flight when the store goes away.
     with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 4"):
@@ -497,16 +502,7 @@ def test_store_connection_killed_during_a_first_push_is_transient_and_retry_is_e
     engine = store_engine(pg_url)
     people, memberships = _first_push_people()
     stage_run(warehouse, people, memberships)
-    original = push_module.record_new_batch
-    calls = {"n": 0}
-
-    def kill_connection_during_second_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            _terminate_other_backends(pg_url)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(push_module, "record_new_batch", kill_connection_during_second_batch)
+    _kill_store_on_second_call(monkeypatch, push_module, "record_new_batch", pg_url)
     with pytest.raises(TransientStoreError, match="user store unavailable while applying batch 2 of 3"):
         push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
     monkeypatch.undo()
