@@ -95,9 +95,13 @@ def _audit(warehouse) -> list[tuple]:
     ).fetchall()
 
 
-def _kill_after(monkeypatch, batches_done: int) -> None:
-    """Make the batch after `batches_done` die inside its transaction, just before it commits."""
-    original = push_module.record_batch
+def _kill_after(monkeypatch, batches_done: int, recorder: str = "record_batch") -> None:
+    """Make the batch after `batches_done` die inside its transaction, just before it commits.
+
+    recorder: the push's function that writes a batch's ledger row (`record_new_batch` for the
+    batches of a school's first push).
+    """
+    original = getattr(push_module, recorder)
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -106,7 +110,7 @@ def _kill_after(monkeypatch, batches_done: int) -> None:
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(push_module, "record_batch", dying)
+    monkeypatch.setattr(push_module, recorder, dying)
 
 
 def test_clean_run_of_the_scenario(warehouse, engine):
@@ -456,16 +460,7 @@ def test_a_first_push_killed_after_k_batches_converges_on_retry(warehouse, pg_ur
     engine = store_engine(pg_url)
     people, memberships = _first_push_people()
     stage_run(warehouse, people, memberships)
-    original = push_module.record_new_batch
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        if calls["n"] == batches_done:
-            raise RuntimeError("worker killed")
-        calls["n"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(push_module, "record_new_batch", dying)
+    _kill_after(monkeypatch, batches_done, "record_new_batch")
     with pytest.raises(RuntimeError, match="worker killed"):
         push(warehouse, engine, ACME, "run-1", batch_size=2, workers=1)
     monkeypatch.undo()
