@@ -15,9 +15,6 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 
 from sisbridge import extensions, warehouse
 
-# Set by `sisbridge dbt`: each cursor uses the lake as its default database.
-USE_LAKE_ENV = "SISBRIDGE_DBT_USE_LAKE"
-
 
 class Plugin(BasePlugin):
     def configure_connection(self, conn) -> None:
@@ -40,5 +37,5 @@ class Plugin(BasePlugin):
         # moves it into the lake, so that `dbt show --inline "select ... from marts.users"` reads the lake
         # unqualified. The pipeline's SQL names `lake` in full, and a `use` costs a catalog lookup for
         # each of the build's 125 nodes.
-        if os.environ.get(USE_LAKE_ENV) == "1":
+        if os.environ.get(warehouse.DBT_USE_LAKE_ENV) == "1":
             cursor.execute(f"use {warehouse.ALIAS}")

@@ -188,7 +188,7 @@ def run_unit_tests(school: SchoolConfig, run_id: str) -> None:
 def run_snapshot(school: SchoolConfig, run_id: str) -> None:
     """Snapshot the applied baseline (then test the snapshot), right after a successful push."""
     # Its manifest and run results would replace the build's in the school's target folder, and
-    # writing them is a third of the step at 10k users.
+    # writing them was a fifth of the dbt invocation at 10k users.
     _invoke(school, run_id, ["build", "--select", "resource_type:snapshot", "--no-write-json"])
 
 
@@ -233,7 +233,7 @@ def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple
         "DBT_TARGET_PATH": str(work_dir / "target"),
         "DBT_LOG_PATH": str(work_dir / "logs"),
         "DO_NOT_TRACK": "1",
-        "SISBRIDGE_DBT_USE_LAKE": "1",
+        warehouse.DBT_USE_LAKE_ENV: "1",
     }
     if target == "dev":
         env |= {"DBT_DEFER": "true", "DBT_STATE": str(DBT_PROJECT_DIR / "target")}

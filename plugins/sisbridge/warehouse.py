@@ -31,6 +31,9 @@ from sisbridge.config import safe_component, sisbridge_home, warehouse_memory_li
 LAKE_CONN_ID = "sisbridge_lake"
 # The resolved settings as JSON: how a dbt subprocess (Cosmos) receives them, never on a command line.
 LAKE_ENV = "SISBRIDGE_LAKE"
+# Set by `sisbridge dbt` only: each of dbt's cursors uses the lake as its default database, so that
+# `dbt show --inline` reads it unqualified (sisbridge.dbt_lake).
+DBT_USE_LAKE_ENV = "SISBRIDGE_DBT_USE_LAKE"
 ALIAS = "lake"
 COMMIT_AUTHOR = "sisbridge"
 # The fleet lake (sisbridge.fleet): the cross-school view of the runs. School ids start with a
@@ -269,8 +272,7 @@ def _from_connection(conn) -> LakeSettings:
 # One DuckDB instance per school and settings in this process, handing out cursors: loading the
 # extensions (their signatures are checked over some 80 MB) and attaching costs a quarter of a second.
 _instances: dict[tuple[str, str], duckdb.DuckDBPyConnection] = {}
-# The fleet lake, when it is attached to a school's instance (as FLEET_ALIAS) rather than to its own.
-_shared: set[tuple[str, str]] = set()
+# The fleet lake's name in a school's instance when it is attached there rather than to its own.
 FLEET_ALIAS = "fleet_lake"
 _lock = threading.Lock()
 # A forked child never uses its parent's instances, and never destroys them either: their
@@ -282,7 +284,6 @@ def _forget_after_fork() -> None:
     global _lock
     _inherited.extend(_instances.values())
     _instances.clear()
-    _shared.clear()
     _lock = threading.Lock()
 
 
@@ -369,10 +370,27 @@ def connect(
         if instance is None and school_id == FLEET:
             instance = _attach_fleet(lake, key)
         if instance is None:
-            instance = _instances[key] = _open(lake, school_id, read_only=False)
-    cursor = instance.cursor()
-    cursor.execute(f"use {FLEET_ALIAS if key in _shared else ALIAS}")
+            _instances[key] = _open(lake, school_id, read_only=False)
+    cursor = _cursor(key)
+    # None only when another thread released the instance in between: open it again.
+    return cursor if cursor is not None else connect(school_id, lake=lake)
+
+
+def _cursor(key: tuple[str, str]):
+    """A cursor on the cached instance of `key`, in its lake; None when none is cached."""
+    with _lock:
+        if key not in _instances:
+            return None
+        cursor = _instances[key].cursor()
+        alias = FLEET_ALIAS if _is_attached_fleet(key) else ALIAS
+    cursor.execute(f"use {alias}")
     return cursor
+
+
+def _is_attached_fleet(key: tuple[str, str]) -> bool:
+    """Whether `key` is the fleet lake attached to a school's instance (call with `_lock` held)."""
+    instance = _instances[key]
+    return key[0] == FLEET and any(inst is instance for (sid, _), inst in _instances.items() if sid != FLEET)
 
 
 def _attach_fleet(lake: LakeSettings, key: tuple[str, str]):
@@ -393,7 +411,6 @@ def _attach_fleet(lake: LakeSettings, key: tuple[str, str]):
         first = str(exc).strip().splitlines()[0]
         raise LakeError(f"cannot open the fleet lake ({lake.describe()}): {first}") from exc
     _instances[key] = host
-    _shared.add(key)
     return host
 
 
@@ -404,14 +421,7 @@ def cursor_if_open(school_id: str, lake: LakeSettings | None = None):
     `sisbridge sync`'s summary): opening a read-only instance loads the extensions again, about a
     quarter of a second each time.
     """
-    lake = lake or settings()
-    with _lock:
-        instance = _instances.get((school_id, lake.to_env()))
-        if instance is None:
-            return None
-        cursor = instance.cursor()
-    cursor.execute(f"use {ALIAS}")
-    return cursor
+    return _cursor((school_id, (lake or settings()).to_env()))
 
 
 def has_table(con, schema: str, table: str) -> bool:
@@ -427,20 +437,18 @@ def has_table(con, schema: str, table: str) -> bool:
 def release(school_id: str | None = None) -> None:
     """Close this process's cached instances (of one school, or all)."""
     with _lock:
-        closing = []
+        closing = {}
         for key in [key for key in _instances if school_id in (None, key[0])]:
-            instance = _instances.pop(key)
-            if key in _shared:  # the fleet lake leaves the school's instance, which stays
-                _shared.discard(key)
+            if _is_attached_fleet(key):  # the fleet lake leaves the school's instance, which stays
                 with contextlib.suppress(duckdb.Error):
-                    instance.execute(f"detach {FLEET_ALIAS}")
+                    _instances.pop(key).execute(f"detach {FLEET_ALIAS}")
             else:
-                closing.append(instance)
+                instance = _instances.pop(key)
+                closing[id(instance)] = instance
         # The fleet lake goes with the school's instance it was attached to.
-        for key in [key for key, inst in _instances.items() if any(inst is c for c in closing)]:
+        for key in [key for key, inst in _instances.items() if id(inst) in closing]:
             _instances.pop(key)
-            _shared.discard(key)
-        for instance in {id(c): c for c in closing}.values():
+        for instance in closing.values():
             instance.close()
 
 
