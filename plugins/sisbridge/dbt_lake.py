@@ -23,9 +23,7 @@ _READ_ONLY = frozenset({"test", "unit_test"})
 _LAKE_WRITES = threading.Lock()
 
 
-def _writes(config) -> bool:
-    if isinstance(config, dict):  # dbt's test runner hands the post-hook the whole context
-        config = config.get("config")
+def _takes_the_lock(config) -> bool:
     node = getattr(config, "model", None)
     if node is None:
         return False
@@ -39,30 +37,45 @@ def _serialize_lake_writes() -> None:
     create relations in a lake at the same time (duckdb/ducklake#1404, #1248): with two threads,
     a view that a model had just created was missing for its tests. So the models and the snapshot
     take one lock for their whole materialization, through dbt-duckdb's model hooks (which it
-    already uses to serialize models in foreign-key relationships), and the tests do not.
+    already uses to serialize models in foreign-key relationships), and the tests do not. dbt creates
+    missing schemas on its threads too: each creation takes the lock.
+
+    The embedded lake's SQLite catalog takes no commit while another transaction reads it ("database
+    is locked"): there dbt runs on one thread (`warehouse.dbt_env`).
     """
     if getattr(DuckDBAdapter, "_sisbridge_lake_writes", False):
         return
     pre_model_hook, post_model_hook = DuckDBAdapter.pre_model_hook, DuckDBAdapter.post_model_hook
 
     def pre(self, config):
-        if not _writes(config):
-            return pre_model_hook(self, config)
-        _LAKE_WRITES.acquire()
+        # dbt hands what this returns to the post-hook: whether the node holds the lock, and
+        # dbt-duckdb's own context.
+        locked = _takes_the_lock(config)
+        if locked:
+            _LAKE_WRITES.acquire()
         try:
-            return pre_model_hook(self, config)
+            return locked, pre_model_hook(self, config)
         except BaseException:
-            _LAKE_WRITES.release()
+            if locked:
+                _LAKE_WRITES.release()
             raise
 
     def post(self, config, context):
+        locked, inner = context
         try:
-            post_model_hook(self, config, context)
+            post_model_hook(self, config, inner)
         finally:
-            if _writes(config):
+            if locked:
                 _LAKE_WRITES.release()
 
+    create_schema = DuckDBAdapter.create_schema
+
+    def create_schema_alone(self, relation) -> None:
+        with _LAKE_WRITES:
+            create_schema(self, relation)
+
     DuckDBAdapter.pre_model_hook, DuckDBAdapter.post_model_hook = pre, post
+    DuckDBAdapter.create_schema = create_schema_alone
     DuckDBAdapter._sisbridge_lake_writes = True
 
 

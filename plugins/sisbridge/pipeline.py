@@ -256,6 +256,8 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
             # No longer held: a failing push must end the run as failed, not as held.
             audit.upsert_run(con, run_id, status="running", status_reason=None)
             _merge_details(con, run_id, review=outcome[1])
+    # The snapshot step needs dbt: importing it overlaps with the push, which mostly waits on I/O.
+    transform.import_dbt_in_background()
     engine = engine or userstore.engine_from_connection()
     userstore.ensure_schema(engine)
     with audit.warehouse(school_id) as con:

@@ -6,9 +6,11 @@ dbt is imported inside the functions because the DAG module imports this one.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Generator
 from pathlib import Path
 
@@ -95,7 +97,9 @@ def lake_pre_execute(context) -> None:
     Resolved in the task (from the `sisbridge_lake` connection), never when the DAG is parsed, and
     handed over in the environment, never on a command line.
     """
-    os.environ[warehouse.LAKE_ENV] = warehouse.settings().to_env()
+    lake = warehouse.settings()
+    os.environ[warehouse.LAKE_ENV] = lake.to_env()
+    os.environ[warehouse.DBT_THREADS_ENV] = lake.dbt_threads()
 
 
 def dbt_vars(school: SchoolConfig) -> dict:
@@ -183,6 +187,19 @@ def run_build(school: SchoolConfig, run_id: str) -> None:
 def run_unit_tests(school: SchoolConfig, run_id: str) -> None:
     """dbt's unit tests, on a warehouse that `run_build` has built (they need the models' columns)."""
     _invoke(school, run_id, ["test", "--select", "test_type:unit"])
+
+
+def import_dbt_in_background() -> threading.Thread:
+    """Start importing dbt (about a second of CPU) on a thread, for a caller that will run dbt soon.
+
+    The push task does this while its own work waits on the store and the lake, so that the snapshot
+    step that follows need not. A later `import` of dbt waits for this one to finish.
+    """
+    thread = threading.Thread(
+        target=importlib.import_module, args=("dbt.cli.main",), name="import-dbt", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def run_snapshot(school: SchoolConfig, run_id: str) -> None:

@@ -34,6 +34,8 @@ LAKE_ENV = "SISBRIDGE_LAKE"
 # Set by `sisbridge dbt` only: each of dbt's cursors uses the lake as its default database, so that
 # `dbt show --inline` reads it unqualified (sisbridge.dbt_lake).
 DBT_USE_LAKE_ENV = "SISBRIDGE_DBT_USE_LAKE"
+# dbt's threads for the lake (`LakeSettings.dbt_threads`), read by dbt_project/profiles.yml.
+DBT_THREADS_ENV = "SISBRIDGE_DBT_THREADS"
 ALIAS = "lake"
 COMMIT_AUTHOR = "sisbridge"
 # The fleet lake (sisbridge.fleet): the cross-school view of the runs. School ids start with a
@@ -42,8 +44,11 @@ FLEET = "_fleet"
 
 POSTGRES, EMBEDDED, SCRATCH = "postgres", "embedded", "scratch"
 # A write of up to this many rows goes into the catalog instead of a new Parquet file (DuckLake's data
-# inlining): the audit rows a run writes one at a time never become hundreds of tiny files.
-INLINE_ROWS = 1000
+# inlining): the audit rows a run writes one at a time never become hundreds of tiny files. Kept small:
+# with DuckLake 1.5.5 a commit's cost grows with the square of the rows it inlines (9 tables of 500
+# rows took 0.9 s to commit, of 100 rows 60 ms; a Parquet file of any of those sizes, a few ms), and
+# at 1,000 the push's commit was most of a small school's push.
+INLINE_ROWS = 50
 
 
 class LakeError(RuntimeError):
@@ -67,6 +72,14 @@ class LakeSettings:
     s3_region: str | None = None
     s3_url_style: str = "path"
     s3_use_ssl: bool = True
+
+    def dbt_threads(self) -> str:
+        """dbt's threads on this lake (the profile reads them from `DBT_THREADS_ENV`).
+
+        Two, with one model at a time writing (sisbridge.dbt_lake). One on the embedded lake: its
+        SQLite catalog takes no commit while another transaction reads it.
+        """
+        return "1" if self.kind == EMBEDDED else "2"
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -455,4 +468,4 @@ def release(school_id: str | None = None) -> None:
 def dbt_env(school_id: str, lake: LakeSettings | None = None) -> dict[str, str]:
     """The environment through which dbt (`sisbridge.dbt_lake`) attaches the school's lake."""
     lake = lake or settings()
-    return {LAKE_ENV: lake.to_env(), "SISBRIDGE_SCHOOL_ID": school_id}
+    return {LAKE_ENV: lake.to_env(), "SISBRIDGE_SCHOOL_ID": school_id, DBT_THREADS_ENV: lake.dbt_threads()}
