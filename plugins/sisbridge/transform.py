@@ -97,9 +97,7 @@ def lake_pre_execute(context) -> None:
     Resolved in the task (from the `sisbridge_lake` connection), never when the DAG is parsed, and
     handed over in the environment, never on a command line.
     """
-    lake = warehouse.settings()
-    os.environ[warehouse.LAKE_ENV] = lake.to_env()
-    os.environ[warehouse.DBT_THREADS_ENV] = lake.dbt_threads()
+    os.environ[warehouse.LAKE_ENV] = warehouse.settings().to_env()
 
 
 def dbt_vars(school: SchoolConfig) -> dict:

@@ -34,8 +34,6 @@ LAKE_ENV = "SISBRIDGE_LAKE"
 # Set by `sisbridge dbt` only: each of dbt's cursors uses the lake as its default database, so that
 # `dbt show --inline` reads it unqualified (sisbridge.dbt_lake).
 DBT_USE_LAKE_ENV = "SISBRIDGE_DBT_USE_LAKE"
-# dbt's threads for the lake (`LakeSettings.dbt_threads`), read by dbt_project/profiles.yml.
-DBT_THREADS_ENV = "SISBRIDGE_DBT_THREADS"
 ALIAS = "lake"
 COMMIT_AUTHOR = "sisbridge"
 # The fleet lake (sisbridge.fleet): the cross-school view of the runs. School ids start with a
@@ -72,14 +70,6 @@ class LakeSettings:
     s3_region: str | None = None
     s3_url_style: str = "path"
     s3_use_ssl: bool = True
-
-    def dbt_threads(self) -> str:
-        """dbt's threads on this lake (the profile reads them from `DBT_THREADS_ENV`).
-
-        Two, with one model at a time writing (sisbridge.dbt_lake). One on the embedded lake: its
-        SQLite catalog takes no commit while another transaction reads it.
-        """
-        return "1" if self.kind == EMBEDDED else "2"
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -468,4 +458,4 @@ def release(school_id: str | None = None) -> None:
 def dbt_env(school_id: str, lake: LakeSettings | None = None) -> dict[str, str]:
     """The environment through which dbt (`sisbridge.dbt_lake`) attaches the school's lake."""
     lake = lake or settings()
-    return {LAKE_ENV: lake.to_env(), "SISBRIDGE_SCHOOL_ID": school_id, DBT_THREADS_ENV: lake.dbt_threads()}
+    return {LAKE_ENV: lake.to_env(), "SISBRIDGE_SCHOOL_ID": school_id}
