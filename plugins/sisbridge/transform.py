@@ -187,17 +187,15 @@ def run_unit_tests(school: SchoolConfig, run_id: str) -> None:
     _invoke(school, run_id, ["test", "--select", "test_type:unit"])
 
 
-def import_dbt_in_background() -> threading.Thread:
+def import_dbt_in_background() -> None:
     """Start importing dbt (about a second of CPU) on a thread, for a caller that will run dbt soon.
 
     The push task does this while its own work waits on the store and the lake, so that the snapshot
     step that follows need not. A later `import` of dbt waits for this one to finish.
     """
-    thread = threading.Thread(
+    threading.Thread(
         target=importlib.import_module, args=("dbt.cli.main",), name="import-dbt", daemon=True
-    )
-    thread.start()
-    return thread
+    ).start()
 
 
 def run_snapshot(school: SchoolConfig, run_id: str) -> None:

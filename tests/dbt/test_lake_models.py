@@ -9,8 +9,9 @@ from pathlib import Path
 
 import lakes
 
-from sisbridge import transform, warehouse
+from sisbridge import warehouse
 from sisbridge.transform import DBT_PROJECT_DIR, run_build
+from tests.dbt.dbt_invoke import invoke_dbt
 
 
 def _lake_rows(school_id: str, sql: str) -> list[tuple]:
@@ -36,17 +37,8 @@ def _project(tmp_path: Path, models: dict[str, str], materialized: str = "table"
 
 
 def _dbt_run(project: Path, school_id: str, tmp_path: Path) -> None:
-    from dbt.cli.main import dbtRunner
-
-    env = {**transform.dbt_env(school_id), "DBT_TARGET_PATH": str(tmp_path / "target")}
-    with transform.environment(env):
-        try:
-            result = dbtRunner().invoke(
-                ["run", "--project-dir", str(project), "--profiles-dir", str(project), "--target", "prod"]
-            )
-        finally:
-            transform._release_warehouse()
-    assert result.success, result.exception
+    args = ["run", "--project-dir", str(project), "--profiles-dir", str(project), "--target", "prod"]
+    invoke_dbt(args, school_id, DBT_TARGET_PATH=str(tmp_path / "target"))
 
 
 def _catalog_changes(school_id: str, after: int) -> list[dict]:

@@ -19,12 +19,10 @@ from sisbridge.transform import (
     DBT_PROFILE,
     DBT_PROJECT_DIR,
     DBT_TARGET,
-    _release_warehouse,
-    dbt_env,
     dbt_vars,
-    environment,
 )
 from tests.dbt.conftest import load_week, make_school, open_warehouse
+from tests.dbt.dbt_invoke import invoke_dbt
 
 CORPUS_WHITESPACE = {
     "space": " ",
@@ -57,18 +55,9 @@ def python_side(value: str) -> tuple:
 
 
 def _dbt(args: list[str], school) -> object:
-    from dbt.cli.main import dbtRunner
-
-    env = dbt_env(school.school_id)
     options = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     options += ["--profile", DBT_PROFILE, "--target", DBT_TARGET, "--vars", json.dumps(dbt_vars(school))]
-    with environment(env):
-        try:
-            result = dbtRunner().invoke([*args, *options])
-        finally:
-            _release_warehouse()
-    assert result.success, result.exception
-    return result
+    return invoke_dbt([*args, *options], school.school_id)
 
 
 @pytest.fixture(scope="module")
