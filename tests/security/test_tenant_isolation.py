@@ -76,3 +76,25 @@ def test_each_schools_s3_client_comes_from_its_own_connection(monkeypatch):
         credentials = client._request_signer._credentials
         assert client.meta.endpoint_url == endpoints[school.school_id]
         assert credentials.access_key == f"key-of-{school.school_id}"
+
+
+def test_a_schools_s3_client_is_kept_until_its_connection_changes(monkeypatch):
+    # `sisbridge sync` runs every task in one process: they share the client, never a stale one.
+    school = load_schools()[0]
+
+    def connect(access_key: str) -> None:
+        connection = {
+            "conn_type": "aws",
+            "login": access_key,
+            "password": f"secret-of-{access_key}",
+            "extra": {"endpoint_url": "http://127.0.0.1:41999", "region_name": "us-east-1"},
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}", json.dumps(connection))
+
+    connect("first-key")
+    first = pipeline.s3_client(school)
+    assert pipeline.s3_client(school) is first
+    connect("rotated-key")
+    rotated = pipeline.s3_client(school)
+    assert rotated is not first
+    assert rotated._request_signer._credentials.access_key == "rotated-key"
