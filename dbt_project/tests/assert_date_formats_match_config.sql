@@ -1,5 +1,5 @@
--- The graduation date formats reach the models as var('date_formats') (DuckDB's strptime needs
--- constant formats). Fails for every format that is in only one of the var and config.date_formats.
+-- The graduation date formats reach the models as SISBRIDGE_DATE_FORMATS (school_date_formats(); DuckDB's
+-- strptime needs constant formats). Fails for every format that is in only one of it and config.date_formats.
 with
 
 config_formats as (
@@ -8,10 +8,10 @@ config_formats as (
 
 ),
 
-var_formats as (
+env_formats as (
 
     select unnest([
-        {%- for format in var('date_formats', []) -%}
+        {%- for format in school_date_formats() -%}
             '{{ format | replace("'", "''") }}'{{ ", " if not loop.last }}
         {%- endfor -%}
     ]::varchar[]) as date_format
@@ -24,12 +24,12 @@ final as (
         date_format,
         'only in config.date_formats' as problem
     from config_formats
-    where date_format not in (select var_formats.date_format from var_formats)
+    where date_format not in (select env_formats.date_format from env_formats)
     union all
     select
         date_format,
-        'only in var(''date_formats'')' as problem
-    from var_formats
+        'only in SISBRIDGE_DATE_FORMATS' as problem
+    from env_formats
     where date_format not in (select config_formats.date_format from config_formats)
 
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,8 @@ class UsageError(Exception):
 
 def ensure_dbt_manifest() -> Path:
     """Write dbt's manifest (`dbt parse`) when any project file is newer: the DAGs render from it."""
+    from sisbridge import transform
+
     project = REPO_ROOT / "dbt_project"
     manifest = project / "target" / "manifest.json"
     sources = [
@@ -45,10 +48,13 @@ def ensure_dbt_manifest() -> Path:
     ]
     if manifest.exists() and all(path.stat().st_mtime <= manifest.stat().st_mtime for path in sources):
         return manifest
-    dbt = Path(sys.executable).parent / "dbt"
+    # This interpreter's dbt; in an image whose packages are installed per user, the one on PATH.
+    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
     env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_TARGET_PATH": str(project / "target")}
     subprocess.run(
         # The prod target: `sisbridge dbt` defers to this manifest's relations (the sync's tables).
+        # With the pipeline's profile and target, its saved parse (partial_parse.msgpack)
+        # is one a school's first build on a worker can start from (transform.seed_parse).
         [
             str(dbt),
             "parse",
@@ -56,8 +62,7 @@ def ensure_dbt_manifest() -> Path:
             str(project),
             "--profiles-dir",
             str(project),
-            "--target",
-            "prod",
+            *transform.parse_args(),
             "--quiet",
         ],
         check=True,

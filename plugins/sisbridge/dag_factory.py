@@ -117,7 +117,10 @@ def _dbt_task_group(school) -> DbtTaskGroup:
         project_config=ProjectConfig(
             DBT_PROJECT_DIR,
             manifest_path=DBT_MANIFEST,
-            env_vars=transform.dbt_env(school.school_id, with_lake=False),
+            env_vars={
+                **transform.dbt_env(school.school_id, with_lake=False),
+                **transform.dbt_school_env(school),
+            },
         ),
         profile_config=ProfileConfig(
             profile_name=transform.DBT_PROFILE,
@@ -138,7 +141,6 @@ def _dbt_task_group(school) -> DbtTaskGroup:
         # The lake's settings reach the dbt process through the task's environment (they may hold
         # secrets, so they are neither rendered into the DAG nor put on a command line).
         operator_args={
-            "vars": transform.dbt_vars(school),
             "install_deps": False,
             "pre_execute": transform.lake_pre_execute,
         },

@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -25,6 +26,11 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 BUILD_EXCLUDE = ("resource_type:snapshot", "resource_type:unit_test")
 TRANSFORM_STAGE = "transform"
 DBT_PROFILE, DBT_TARGET = "sisbridge", "prod"
+# dbt's saved parse of the project, written beside the manifest by `sisbridge.cli.ensure_dbt_manifest`
+# with the pipeline's profile and target (`parse_args`). A school's
+# first build on a worker starts from it (`seed_parse`) instead of parsing the project anew.
+PARSE_SEED = DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
+DATE_FORMATS_ENV = "SISBRIDGE_DATE_FORMATS"
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +101,56 @@ def lake_pre_execute(context) -> None:
     """Cosmos's `pre_execute`: put the lake's settings in the task's environment for its dbt process.
 
     Resolved in the task (from the `sisbridge_lake` connection), never when the DAG is parsed, and
-    handed over in the environment, never on a command line.
+    handed over in the environment, never on a command line. Also seeds the dbt process's target
+    folder with the project's parse (`seed_parse`).
     """
     os.environ[warehouse.LAKE_ENV] = warehouse.settings().to_env()
+    target = (getattr(context["task"], "env", None) or {}).get("DBT_TARGET_PATH")
+    if target:
+        seed_parse(Path(target))
 
 
-def dbt_vars(school: SchoolConfig) -> dict:
-    """The `--vars` of a school's runs: its extra graduation date formats.
+def seed_parse(target: Path) -> None:
+    """Copy the project's saved parse (`PARSE_SEED`) into a dbt target folder that has none.
 
-    They are the same every week, so dbt's partial parsing reuses the school's last parse; the run's
-    id reaches the models through `raw.file` instead.
+    A worker whose disk is new, or was wiped, would otherwise parse the whole project before the
+    build: about 2 s of a small school's run (docs/scaling.md). dbt checks the copy as it checks its
+    own: a parse made with other vars, profile or target, or of files changed since, is parsed again
+    (in full, or the changed files only), so a stale or foreign seed costs only that parse.
     """
-    return {"date_formats": list(school.graduation.date_formats)}
+    saved = target / PARSE_SEED.name
+    if saved.exists() or not PARSE_SEED.exists():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    # Copied aside, then renamed: a dbt process starting beside this one never reads half a file.
+    partial = target / f".{PARSE_SEED.name}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        shutil.copyfile(PARSE_SEED, partial)
+        os.replace(partial, saved)
+    except OSError as exc:  # the project's parse vanished meanwhile (a `dbt parse` rewriting it)
+        log.info("no saved dbt parse copied into %s: %s", target, exc)
+        partial.unlink(missing_ok=True)
+
+
+def dbt_school_env(school: SchoolConfig) -> dict[str, str]:
+    """The school's settings that dbt reads as it compiles: its extra graduation date formats (JSON).
+
+    An environment variable (`school_date_formats()` in dbt_project/macros/text.sql), not a dbt var:
+    dbt parses the whole project again when the vars differ from those of its saved parse, but only
+    the files that read an environment variable when that variable changes. So every school's first
+    build on a worker starts from the project's parse (`seed_parse`). The run's id is not passed at
+    all: it reaches the models through `raw.file`, so nothing here changes from week to week.
+    """
+    return {DATE_FORMATS_ENV: json.dumps(list(school.graduation.date_formats))}
+
+
+def parse_args() -> list[str]:
+    """The arguments of the project's own `dbt parse` (`sisbridge.cli.ensure_dbt_manifest`).
+
+    The pipeline's profile and target: dbt reuses a saved parse only for the same vars, profile and
+    target, so a school's first build on a worker can start from this one (`seed_parse`).
+    """
+    return ["--profile", DBT_PROFILE, "--target", DBT_TARGET]
 
 
 def _release_warehouse() -> None:
@@ -142,21 +186,19 @@ def _invoke(school: SchoolConfig, run_id: str, args: list[str]) -> None:
     from dbt.cli.main import dbtRunner
 
     log.info("dbt %s for %s, run %s", " ".join(args), school.school_id, run_id)
-    env = dbt_env(school.school_id)
-    Path(env["DBT_TARGET_PATH"]).mkdir(parents=True, exist_ok=True)
+    env = {**dbt_env(school.school_id), **dbt_school_env(school)}
+    seed_parse(Path(env["DBT_TARGET_PATH"]))
     command = [
         *args,
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
         str(DBT_PROJECT_DIR),
-        # The same profile, target and vars as the DAG's build, so each reuses the other's parse.
+        # The same profile and target as the DAG's build, so each reuses the other's parse.
         "--profile",
         DBT_PROFILE,
         "--target",
         DBT_TARGET,
-        "--vars",
-        json.dumps(dbt_vars(school)),
     ]
     with environment(env):
         try:
@@ -218,10 +260,6 @@ def record_transform_findings(con, run_id: str) -> int:
 
 
 DBT_CLI_TARGETS = ("dev", "prod")
-# The dbt commands that take `--vars` (the school's, as the pipeline passes them).
-_COMMANDS_WITH_VARS = frozenset(
-    {"build", "run", "test", "compile", "show", "snapshot", "seed", "ls", "list", "parse", "run-operation"}
-)
 
 
 def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -242,6 +280,7 @@ def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple
     work_dir = sisbridge_home() / "dbt" / safe_component(school.school_id) / f"cli-{target}"
     env = {
         **dbt_env(school.school_id),
+        **dbt_school_env(school),
         "DBT_TARGET": target,
         "DBT_TARGET_PATH": str(work_dir / "target"),
         "DBT_LOG_PATH": str(work_dir / "logs"),
@@ -250,10 +289,7 @@ def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple
     }
     if target == "dev":
         env |= {"DBT_DEFER": "true", "DBT_STATE": str(DBT_PROJECT_DIR / "target")}
-    command = list(args)
-    if command and command[0] in _COMMANDS_WITH_VARS and "--vars" not in command:
-        command += ["--vars", json.dumps(dbt_vars(school))]
-    return command, env
+    return list(args), env
 
 
 def dbt_cli(school: SchoolConfig, target: str, args: list[str], dbt_executable: Path) -> int:

@@ -6,8 +6,6 @@ spaces Excel puts in cells, zero-width spaces and a byte order mark inside a cel
 
 from __future__ import annotations
 
-import json
-
 import duckdb
 import pandas as pd
 import pytest
@@ -19,7 +17,7 @@ from sisbridge.transform import (
     DBT_PROFILE,
     DBT_PROJECT_DIR,
     DBT_TARGET,
-    dbt_vars,
+    dbt_school_env,
 )
 from tests.dbt.conftest import load_week, make_school, open_warehouse
 from tests.dbt.dbt_invoke import invoke_dbt
@@ -56,8 +54,8 @@ def python_side(value: str) -> tuple:
 
 def _dbt(args: list[str], school) -> object:
     options = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    options += ["--profile", DBT_PROFILE, "--target", DBT_TARGET, "--vars", json.dumps(dbt_vars(school))]
-    return invoke_dbt([*args, *options], school.school_id)
+    options += ["--profile", DBT_PROFILE, "--target", DBT_TARGET]
+    return invoke_dbt([*args, *options], school.school_id, **dbt_school_env(school))
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from sisbridge import audit
 from sisbridge.config import SchoolConfig
 from sisbridge.transform import (
     BUILD_EXCLUDE,
-    DBT_PROJECT_DIR,
+    PARSE_SEED,
     TransformError,
     dbt_env,
-    dbt_vars,
+    dbt_school_env,
+    parse_args,
     run_build,
     run_unit_tests,
 )
@@ -171,8 +172,9 @@ def test_build_failure_names_the_failing_test(duplicate_emails: SchoolConfig):
         assert con.execute("select count(*) from intermediate.int_users_enriched").fetchone() == (2,)
 
 
-def test_vars_carry_date_formats_and_never_the_run_id():
-    # Vars that change every run would make dbt parse the whole project again every run.
+def test_school_settings_reach_dbt_in_its_environment_not_its_vars():
+    # dbt parses the whole project again whenever the vars differ from those of its saved parse: the
+    # date formats travel as an environment variable, and the run's id not at all.
     school = SchoolConfig.model_validate(
         {
             "school_id": "tinyu",
@@ -181,8 +183,18 @@ def test_vars_carry_date_formats_and_never_the_run_id():
             "graduation": {"date_formats": ["%m/%d/%Y", "%d.%m.%Y"]},
         }
     )
-    assert dbt_vars(school) == {"date_formats": ["%m/%d/%Y", "%d.%m.%Y"]}
-    assert (DBT_PROJECT_DIR / "dbt_project.yml").is_file()
+    assert json.loads(dbt_school_env(school)["SISBRIDGE_DATE_FORMATS"]) == ["%m/%d/%Y", "%d.%m.%Y"]
+    assert "--vars" not in parse_args()
+
+
+def test_first_build_on_a_new_worker_starts_from_the_projects_parse(built_week_1: SchoolConfig):
+    # The school's dbt folders were empty (a new SISBRIDGE_HOME), and its date formats differ from the
+    # project parse's (none): dbt still parsed only the files that read them, not the whole project.
+    assert PARSE_SEED.is_file()
+    log = (Path(dbt_env(built_week_1.school_id)["DBT_LOG_PATH"]) / "dbt.log").read_text(encoding="utf-8")
+    assert log.count("Running with dbt=") == 1
+    assert "Unable to do partial parsing" not in log
+    assert json.loads(dbt_school_env(built_week_1)["SISBRIDGE_DATE_FORMATS"]) == ["%m/%d/%Y"]
 
 
 def _run_results(school: SchoolConfig) -> dict:
