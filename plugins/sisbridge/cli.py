@@ -124,19 +124,27 @@ def run_dag(school_id: str, *, force: bool = False) -> dict:
     prepare_airflow()  # before anything imports Airflow
     from airflow.dag_processing.dagbag import DagBag
 
+    from sisbridge import warehouse
     from sisbridge.dag_factory import shard_file
 
-    # Only the school's own DAG file: the others hold other schools' DAGs, hundreds of them at scale.
-    bag = DagBag(dag_folder=str(shard_file(school_id)))
-    if bag.import_errors:
-        raise ConfigError("; ".join(f"{path}: {err}" for path, err in bag.import_errors.items()))
-    dag = bag.get_dag(dag_id(school_id))
-    if dag is None:
-        raise UsageError(f"no DAG {dag_id(school_id)}: is there a {school_id}.yaml in {schools_dir()}?")
-    for task in dag.tasks:
-        task.retry_delay = min(task.retry_delay, SYNC_RETRY_DELAY)
-        task.max_retry_delay = SYNC_RETRY_DELAY
-    dag_run = dag.test(run_conf={"interactive_approval": False, "force": force})
+    # Every task runs in this process: the school's lake opens while Airflow parses the DAG and the
+    # sensor looks for the file, instead of in the load task.
+    opening = warehouse.open_in_background(school_id)
+    try:
+        # Only the school's own DAG file: the others hold other schools' DAGs, hundreds of them at scale.
+        bag = DagBag(dag_folder=str(shard_file(school_id)))
+        if bag.import_errors:
+            raise ConfigError("; ".join(f"{path}: {err}" for path, err in bag.import_errors.items()))
+        dag = bag.get_dag(dag_id(school_id))
+        if dag is None:
+            raise UsageError(f"no DAG {dag_id(school_id)}: is there a {school_id}.yaml in {schools_dir()}?")
+        for task in dag.tasks:
+            task.retry_delay = min(task.retry_delay, SYNC_RETRY_DELAY)
+            task.max_retry_delay = SYNC_RETRY_DELAY
+        dag_run = dag.test(run_conf={"interactive_approval": False, "force": force})
+    finally:
+        if opening is not None:  # done long before, unless the run ended first: never exit mid-open
+            opening.join()
     return _run_row(school_id, dag_run)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +28,8 @@ import duckdb
 
 from sisbridge import extensions
 from sisbridge.config import safe_component, sisbridge_home, warehouse_memory_limit
+
+log = logging.getLogger(__name__)
 
 LAKE_CONN_ID = "sisbridge_lake"
 # The resolved settings as JSON: how a dbt subprocess (Cosmos) receives them, never on a command line.
@@ -435,6 +438,33 @@ def has_table(con, schema: str, table: str) -> bool:
         [schema, table],
     ).fetchone()
     return bool(row[0])
+
+
+def open_in_background(school_id: str, lake: LakeSettings | None = None) -> threading.Thread | None:
+    """Start opening this process's instance of the school's lake on a thread; returns the thread.
+
+    For a process that will use the lake soon and has other work first: `sisbridge sync` opens it
+    while Airflow parses the DAG and senses the file, which the load task would otherwise wait for
+    (loading the extensions, attaching the catalog, and creating it on a school's first run). A
+    `connect` in between waits for it. The settings are read here, in the caller's thread, so that
+    the thread only waits on DuckDB and imports nothing. A failure on the thread is only logged: the
+    task that connects next meets it and reports it (None: not even the settings could be read).
+    """
+    try:
+        lake = lake or settings()
+    except Exception as exc:  # as below: the task that connects reports it
+        log.info("the warehouse of %s was not opened ahead: %s", school_id, exc)
+        return None
+
+    def open_lake() -> None:
+        try:
+            connect(school_id, lake=lake).close()
+        except Exception as exc:  # the load task's own connect raises it where the run records it
+            log.info("the warehouse of %s was not opened ahead: %s", school_id, exc)
+
+    thread = threading.Thread(target=open_lake, name="open-lake", daemon=True)
+    thread.start()
+    return thread
 
 
 def release(school_id: str | None = None) -> None:

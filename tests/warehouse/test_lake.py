@@ -136,3 +136,37 @@ def test_the_settings_reach_dbt_subprocesses_through_the_environment_only(monkey
     monkeypatch.setenv(warehouse.LAKE_ENV, "{not json")
     with pytest.raises(warehouse.LakeError, match="SISBRIDGE_LAKE is not a valid lake setting"):
         warehouse.settings()
+
+
+def test_a_lake_opened_ahead_is_the_instance_the_next_connect_uses():
+    # `sisbridge sync` opens the school's lake on a thread while Airflow parses the DAG.
+    school_id = "lake_ahead"
+    lakes.wipe(school_id)
+    warehouse.release(school_id)
+    opening = warehouse.open_in_background(school_id)
+    assert opening is not None
+    opening.join(timeout=120)
+    assert not opening.is_alive()
+    key = (school_id, warehouse.settings().to_env())
+    ahead = warehouse._instances[key]
+    con = warehouse.connect(school_id)
+    try:
+        assert warehouse._instances[key] is ahead
+        # The school's first connect creates its catalog (its first snapshot): that happened ahead.
+        assert con.execute("select count(*) from ducklake_snapshots('lake')").fetchone()[0] >= 1
+    finally:
+        con.close()
+        warehouse.release(school_id)
+
+
+def test_a_lake_that_cannot_open_ahead_is_left_to_the_task_that_connects(monkeypatch, caplog):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SISBRIDGE_LAKE", "postgres://nobody@127.0.0.1:9/lake?data_path=s3%3A%2F%2Fx%2F"
+    )
+    with caplog.at_level("INFO", logger="sisbridge.warehouse"):
+        opening = warehouse.open_in_background("lake_unreachable")
+        if opening is not None:
+            opening.join(timeout=120)
+    assert "the warehouse of lake_unreachable was not opened ahead" in caplog.text
+    with pytest.raises(warehouse.LakeError, match="lake_unreachable"):
+        warehouse.connect("lake_unreachable")
