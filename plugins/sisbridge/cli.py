@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,15 +47,13 @@ def ensure_dbt_manifest() -> Path:
     ]
     if manifest.exists() and all(path.stat().st_mtime <= manifest.stat().st_mtime for path in sources):
         return manifest
-    # This interpreter's dbt; in an image whose packages are installed per user, the one on PATH.
-    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
     env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_TARGET_PATH": str(project / "target")}
     subprocess.run(
         # The prod target: `sisbridge dbt` defers to this manifest's relations (the sync's tables).
         # With the pipeline's profile and target, its saved parse (partial_parse.msgpack)
         # is one a school's first build on a worker can start from (transform.seed_parse).
         [
-            str(dbt),
+            transform.DBT_EXECUTABLE,
             "parse",
             "--project-dir",
             str(project),
@@ -378,7 +375,7 @@ def cmd_dbt(args) -> int:
             file=sys.stderr,
         )
     try:
-        return transform.dbt_cli(school, args.target, args.dbt_args, Path(sys.executable).parent / "dbt")
+        return transform.dbt_cli(school, args.target, args.dbt_args, Path(transform.DBT_EXECUTABLE))
     except ValueError as exc:
         raise UsageError(f"dbt: {exc}") from exc
     except warehouse.LakeError as exc:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,10 +39,6 @@ SHARDS = 64
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # Written by `dbt parse` (make install, sisbridge sync): parsing the DAGs never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
-# The `dbt` of this interpreter's environment. The producer runs `dbt build` as a subprocess: Cosmos
-# reads its info-level JSON lines, whereas in-process (dbtRunner) it converts every debug event of
-# every node to JSON, which cost more than the build itself (docs/scaling.md).
-DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 
 # The settings below are read each time the DAGs are built, as they were when each parse ran the
@@ -130,7 +124,10 @@ def _dbt_task_group(school) -> DbtTaskGroup:
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.WATCHER,
             invocation_mode=InvocationMode.SUBPROCESS,
-            dbt_executable_path=DBT_EXECUTABLE,
+            # The producer runs `dbt build` as a subprocess: Cosmos reads its info-level JSON lines,
+            # whereas in-process (dbtRunner) it converts every debug event of every node to JSON,
+            # which cost more than the build itself (docs/scaling.md).
+            dbt_executable_path=transform.DBT_EXECUTABLE,
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,

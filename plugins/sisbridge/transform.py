@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -27,9 +28,12 @@ BUILD_EXCLUDE = ("resource_type:snapshot", "resource_type:unit_test")
 TRANSFORM_STAGE = "transform"
 DBT_PROFILE, DBT_TARGET = "sisbridge", "prod"
 # dbt's saved parse of the project, written beside the manifest by `sisbridge.cli.ensure_dbt_manifest`
-# with the pipeline's profile and target (`parse_args`). A school's
-# first build on a worker starts from it (`seed_parse`) instead of parsing the project anew.
+# with the pipeline's profile and target (`parse_args`). A school's first build on a worker starts
+# from it (`seed_parse`) instead of parsing the project anew.
 PARSE_SEED = DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
+# The `dbt` of this interpreter's environment (a bare `dbt`, found on PATH, where it has none): the
+# project's parse, Cosmos's producer and `sisbridge dbt` run it as a subprocess.
+DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 DATE_FORMATS_ENV = "SISBRIDGE_DATE_FORMATS"
 
 log = logging.getLogger(__name__)
@@ -111,17 +115,17 @@ def lake_pre_execute(context) -> None:
 
 
 def seed_parse(target: Path) -> None:
-    """Copy the project's saved parse (`PARSE_SEED`) into a dbt target folder that has none.
+    """Create a dbt target folder, and copy the project's saved parse (`PARSE_SEED`) into it if it has none.
 
     A worker whose disk is new, or was wiped, would otherwise parse the whole project before the
     build: about 2 s of a small school's run (docs/scaling.md). dbt checks the copy as it checks its
     own: a parse made with other vars, profile or target, or of files changed since, is parsed again
     (in full, or the changed files only), so a stale or foreign seed costs only that parse.
     """
+    target.mkdir(parents=True, exist_ok=True)
     saved = target / PARSE_SEED.name
     if saved.exists() or not PARSE_SEED.exists():
         return
-    target.mkdir(parents=True, exist_ok=True)
     # Copied aside, then renamed: a dbt process starting beside this one never reads half a file.
     partial = target / f".{PARSE_SEED.name}.{os.getpid()}.{threading.get_ident()}"
     try:
