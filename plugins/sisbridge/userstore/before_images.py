@@ -60,15 +60,24 @@ _SQLITE_STORE_MEMBERSHIPS = f"""
 select external_id, community_group, community from user_communities
 where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
-# Only the users whose memberships the batch changes keep theirs (and are marked as such).
-_SAVE_MEMBERS = f"""
+# Only the users whose memberships the batch changes keep theirs (and are marked as such), read
+# from the store before the batch changes them, driven by those users as above.
+_PG_SAVE_MEMBERS = f"""
 insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-select :run, :school, external_id, community_group, community from {statements.MEMBER_ROWS}
-where user_changed and in_store
+select :run, c.* from (select distinct external_id from {statements.MEMBER_CHANGES}) as g
+cross join lateral (
+    select {_MEMBER_COLUMNS} from user_communities
+    where user_communities.school_id = :school and user_communities.external_id = g.external_id
+) as c
+"""
+_SQLITE_SAVE_MEMBERS = f"""
+insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
+select :run, {_MEMBER_COLUMNS} from user_communities
+where school_id = :school and external_id in (select external_id from {statements.MEMBER_CHANGES})
 """
 _MARK_MEMBER_USERS = f"""
 insert into {push_before_member_users.name} (run_id, batch_no, school_id, external_id)
-select distinct :run, :batch, :school, external_id from {statements.MEMBER_ROWS} where user_changed
+select distinct :run, :batch, :school, external_id from {statements.MEMBER_CHANGES}
 """
 
 
@@ -83,12 +92,12 @@ def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> 
     # a batch that runs has none in the tables yet.
     postgres = conn.dialect.name == "postgresql"
     existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
-    for table in (statements.MEMBER_CHANGES, statements.MEMBER_ROWS):
-        conn.exec_driver_sql(f"drop table if exists {table}")
+    conn.exec_driver_sql(f"drop table if exists {statements.MEMBER_CHANGES}")
     conn.exec_driver_sql(statements.MEMBER_CHANGES_DDL + (" on commit drop" if postgres else ""))
     store_memberships = _PG_STORE_MEMBERSHIPS if postgres else _SQLITE_STORE_MEMBERSHIPS
-    conn.execute(sa.text(statements.member_rows(store_memberships, postgres=postgres)), keys)
-    for statement in (statements.INSERT_MEMBER_CHANGES, _SAVE_MEMBERS, _MARK_MEMBER_USERS):
+    conn.execute(sa.text(statements.insert_member_changes(store_memberships)), keys)
+    save_members = _PG_SAVE_MEMBERS if postgres else _SQLITE_SAVE_MEMBERS
+    for statement in (save_members, _MARK_MEMBER_USERS):
         conn.execute(sa.text(statement), keys)
     return existing
 

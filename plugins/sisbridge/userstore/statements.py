@@ -26,8 +26,6 @@ STAGE_MEMBERS = "sisbridge_stage_members"
 STAGE_BEFORE = "sisbridge_stage_before"
 # A push batch's membership changes (temp table): the rows it adds (`adding`) and removes.
 MEMBER_CHANGES = "sisbridge_stage_member_changes"
-# A push batch's memberships, the store's and the target's, one row each (temp table, `member_rows`).
-MEMBER_ROWS = "sisbridge_stage_member_rows"
 # The columns of the stage tables, with their types in both PostgreSQL and SQLite.
 _SIS_TYPES = tuple((field, "integer" if field == "graduation_year" else "text") for field in SIS_FIELDS)
 STAGE_COLUMNS = {
@@ -105,39 +103,28 @@ create temp table {MEMBER_CHANGES} (
 """
 
 
-def member_rows(store_memberships: str, *, postgres: bool) -> str:
-    """The batch's memberships: in the store, in the target, and whether their user's set changes.
+def insert_member_changes(store_memberships: str) -> str:
+    """Fill `MEMBER_CHANGES`: the batch's memberships that are in the store or the target, not both.
 
-    `store_memberships` selects the store's memberships of the staged users. One aggregate over the
-    batch's own rows, with no join: a batch's statements run with hash and merge joins off, and a
-    join of two unindexed sets would compare every row with every other.
+    `store_memberships` selects the store's memberships of the staged users. Each side holds a
+    membership once (the store's key; dbt tests the target's), so a membership on one side only
+    appears once in the union. One aggregate over the batch's own rows, with no join: a batch's
+    statements run with hash and merge joins off, and a join of two unindexed sets would compare
+    every row with every other. Only the changes are kept: a batch whose memberships all stay as
+    they are writes nothing.
     """
-    on_commit = " on commit drop" if postgres else ""
     return f"""
-    create temp table {MEMBER_ROWS}{on_commit} as
-    select external_id, community_group, community, in_store, in_target,
-           max(case when in_store <> in_target then 1 else 0 end) over (partition by external_id) = 1
-               as user_changed
+    insert into {MEMBER_CHANGES} (external_id, community_group, community, adding)
+    select external_id, community_group, community, max(in_target) = 1
     from (
-        select external_id, community_group, community,
-               max(case when src = 'store' then 1 else 0 end) = 1 as in_store,
-               max(case when src = 'target' then 1 else 0 end) = 1 as in_target
-        from (
-            select external_id, community_group, community, 'store' as src from ({store_memberships}) as c
-            union all
-            select external_id, community_group, community, 'target' from {STAGE_MEMBERS}
-        ) as both_sides
-        group by external_id, community_group, community
-    ) as memberships
+        select external_id, community_group, community, 0 as in_target from ({store_memberships}) as c
+        union all
+        select external_id, community_group, community, 1 from {STAGE_MEMBERS}
+    ) as both_sides
+    group by external_id, community_group, community
+    having count(*) = 1
     """
 
-
-# The membership changes of a batch, from `member_rows`; the store's tables are then touched only
-# where a membership really changes.
-INSERT_MEMBER_CHANGES = f"""
-insert into {MEMBER_CHANGES} (external_id, community_group, community, adding)
-select external_id, community_group, community, in_target from {MEMBER_ROWS} where in_store <> in_target
-"""
 
 UPDATE_USERS = f"""
 update users set

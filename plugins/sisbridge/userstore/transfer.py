@@ -23,7 +23,6 @@ from sisbridge.config import SchoolConfig
 from sisbridge.userstore.schema import MEMBERSHIP_COLUMNS, is_postgres
 from sisbridge.userstore.statements import (
     MEMBER_CHANGES,
-    MEMBER_ROWS,
     STAGE_COLUMNS,
     STAGE_MEMBERS,
     STAGE_USERS,
@@ -286,5 +285,4 @@ def stage_batch(conn: sa.Connection, school_id: str, batch_no: int) -> None:
 def unstage(conn: sa.Connection) -> None:
     for stage in (STAGE_USERS, STAGE_MEMBERS):
         conn.exec_driver_sql(f"drop view if exists {stage}")
-    for table in (MEMBER_CHANGES, MEMBER_ROWS):
-        conn.exec_driver_sql(f"drop table if exists {table}")
+    conn.exec_driver_sql(f"drop table if exists {MEMBER_CHANGES}")
