@@ -1,9 +1,12 @@
 """Benchmark the push into PostgreSQL: a 1M-user school's weekly change set, 1M creates, 100k basics.
 
-Starts a throwaway PostgreSQL 15 cluster (or uses `--url`), builds each change set directly in a temp
-DuckDB warehouse, and times `sisbridge.userstore.push`. Prints JSON: wall seconds, CPU seconds of this
-process (the push's Python and DuckDB) and of the PostgreSQL server (throwaway cluster only), and the
-peak RSS of this process during the push. `--write-results` merges the keys into bench/results.json.
+Starts a throwaway PostgreSQL 15 cluster (or uses `--url`), builds each change set directly in a
+warehouse, and times `sisbridge.userstore.push`. The warehouse (`--warehouse`) is, by default, the
+production kind: a DuckLake whose catalog is in that PostgreSQL and whose data is in a temp folder
+(production's is in S3); `file` is a plain DuckDB file, the warehouse before the lake. Prints JSON:
+wall seconds, CPU seconds of this process (the push's Python and DuckDB) and of the PostgreSQL
+server (throwaway cluster only), and the peak RSS of this process during the push. `--write-results`
+merges the keys into bench/results.json.
 
 Scenarios (`--scenarios`, comma-separated):
 - `week2`: `--users` users in the store and the applied baseline, then a change set of 10.5% of them
@@ -14,6 +17,7 @@ Scenarios (`--scenarios`, comma-separated):
 - `basic`: `--rows` creates, then updates, then deactivations, each a median of `--repeats`.
 
     .venv/bin/python bench/bench_push.py [--scenarios week2,creates] [--users 1000000] [--repeats 3]
+        [--warehouse lake|file]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 import duckdb
 import sqlalchemy as sa
 
-from sisbridge import audit
+from sisbridge import audit, warehouse
 from sisbridge.config import SchoolConfig
 from sisbridge.userstore import ensure_schema, push, store_engine
 
@@ -135,12 +139,15 @@ def _median_of(runs: list[dict]) -> dict:
 
 
 def _settle(con) -> None:
-    """Write the set-up's tables out before a timed push, as dbt does when its process ends.
+    """Write a DuckDB file's set-up tables out before a timed push, as dbt does when its process ends.
 
     Otherwise the push's first commit runs DuckDB's automatic checkpoint, writing the change set the
-    benchmark just built (6-7 s of a 100k-user push's finish) into the push's time.
+    benchmark just built (6-7 s of a 100k-user push's finish) into the push's time. A lake writes its
+    data files as it goes (its `checkpoint` is maintenance, which the weekly DAG does not run).
     """
-    con.execute("checkpoint")
+    kind = con.execute("select type from duckdb_databases() where database_name = current_database()")
+    if kind.fetchone()[0] != "ducklake":
+        con.execute("checkpoint")
 
 
 def _schemas(con) -> None:
@@ -450,16 +457,28 @@ def _empty_store(engine, *, truncate: bool) -> None:
             )
 
 
+def _lake(url: sa.URL, workdir: Path) -> warehouse.LakeSettings:
+    """A lake as in production, its catalog in the store's PostgreSQL, its data in `workdir`."""
+    dsn = warehouse.libpq_dsn(
+        host=url.host, port=url.port, dbname=url.database, user=url.username, password=url.password
+    )
+    return warehouse.LakeSettings(kind=warehouse.POSTGRES, catalog_dsn=dsn, data_path=f"{workdir / 'lake'}/")
+
+
 def run(url: str, scenarios: list[str], args, postmaster_pid: int | None) -> dict:
     engine = store_engine(url)
     ensure_schema(engine)
     workdir = Path(tempfile.mkdtemp(prefix="sisbridge-bench-"))
     meter = Meter(postmaster_pid)
     truncate = postmaster_pid is not None
-    result: dict = {"batch_size": "default"}
+    result: dict = {"batch_size": "default", "warehouse": args.warehouse}
     for scenario in scenarios:
-        # A fresh warehouse per scenario, as a school's own file would be.
-        con = duckdb.connect(str(workdir / f"{scenario}.duckdb"))
+        # A fresh warehouse per scenario, as a school's own would be.
+        school_id = f"bench_{scenario}"
+        if args.warehouse == "lake":
+            con = warehouse.connect(school_id, lake=_lake(engine.url, workdir))
+        else:
+            con = duckdb.connect(str(workdir / f"{scenario}.duckdb"))
         audit.ensure_schema(con)
         if scenario == "week2":
             result["week2"] = run_week2(
@@ -472,6 +491,7 @@ def run(url: str, scenarios: list[str], args, postmaster_pid: int | None) -> dic
         else:
             raise SystemExit(f"unknown scenario {scenario!r} (week2, creates, basic)")
         con.close()
+        warehouse.release(school_id)
         print(json.dumps({scenario: result[scenario]}, sort_keys=True), file=sys.stderr, flush=True)
     engine.dispose()
     return result
@@ -518,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stale-statistics",
         action="store_true",
         help="week2: leave the store with the statistics of the empty store (as before autovacuum ran)",
+    )
+    parser.add_argument(
+        "--warehouse",
+        choices=("lake", "file"),
+        default="lake",
+        help="lake: a DuckLake, its catalog in PostgreSQL, as in production (default); file: a DuckDB file",
     )
     args = parser.parse_args(argv)
     if args.stale_statistics and args.write_results:
