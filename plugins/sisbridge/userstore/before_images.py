@@ -48,33 +48,37 @@ insert into {push_before_users.name} (run_id, batch_no, {_USER_COLUMNS})
 select :run, :batch, {_USER_COLUMNS} from users
 where school_id = :school and external_id in (select external_id from {STAGE_USERS})
 """
-# The store's memberships of the staged users, driven by the staged users as above.
-_PG_STORE_MEMBERSHIPS = f"""
-select c.external_id, c.community_group, c.community from {STAGE_USERS} as s
-cross join lateral (
-    select external_id, community_group, community from user_communities
-    where user_communities.school_id = :school and user_communities.external_id = s.external_id
-) as c
-"""
-_SQLITE_STORE_MEMBERSHIPS = f"""
-select external_id, community_group, community from user_communities
-where school_id = :school and external_id in (select external_id from {STAGE_USERS})
-"""
-# Only the users whose memberships the batch changes keep theirs (and are marked as such), read
-# from the store before the batch changes them, driven by those users as above.
-_PG_SAVE_MEMBERS = f"""
-insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-select :run, c.* from (select distinct external_id from {statements.MEMBER_CHANGES}) as g
-cross join lateral (
-    select {_MEMBER_COLUMNS} from user_communities
-    where user_communities.school_id = :school and user_communities.external_id = g.external_id
-) as c
-"""
-_SQLITE_SAVE_MEMBERS = f"""
-insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
-select :run, {_MEMBER_COLUMNS} from user_communities
-where school_id = :school and external_id in (select external_id from {statements.MEMBER_CHANGES})
-"""
+
+
+def _store_memberships(users: str, columns: str, *, postgres: bool) -> str:
+    """The store's memberships (`columns`) of the users that query `users` selects (`external_id`).
+
+    On PostgreSQL driven by those users, as the users' lock-and-copy above.
+    """
+    if postgres:
+        return f"""
+        select c.* from ({users}) as s
+        cross join lateral (
+            select {columns} from user_communities
+            where user_communities.school_id = :school and user_communities.external_id = s.external_id
+        ) as c
+        """
+    return f"""
+    select {columns} from user_communities
+    where school_id = :school and external_id in ({users})
+    """
+
+
+def _save_members(*, postgres: bool) -> str:
+    """Keep the store's memberships of the users whose memberships the batch changes, before it does."""
+    changed = f"select distinct external_id from {statements.MEMBER_CHANGES}"
+    return f"""
+    insert into {push_before_memberships.name} (run_id, {_MEMBER_COLUMNS})
+    select :run, m.* from ({_store_memberships(changed, _MEMBER_COLUMNS, postgres=postgres)}) as m
+    """
+
+
+# Those users are also marked: a rollback restores the memberships of these users only.
 _MARK_MEMBER_USERS = f"""
 insert into {push_before_member_users.name} (run_id, batch_no, school_id, external_id)
 select distinct :run, :batch, :school, external_id from {statements.MEMBER_CHANGES}
@@ -94,10 +98,11 @@ def capture(conn: sa.Connection, school_id: str, run_id: str, batch_no: int) -> 
     existing = conn.execute(sa.text(_PG_SAVE_USERS if postgres else _SQLITE_SAVE_USERS), keys).rowcount
     conn.exec_driver_sql(f"drop table if exists {statements.MEMBER_CHANGES}")
     conn.exec_driver_sql(statements.MEMBER_CHANGES_DDL + (" on commit drop" if postgres else ""))
-    store_memberships = _PG_STORE_MEMBERSHIPS if postgres else _SQLITE_STORE_MEMBERSHIPS
-    conn.execute(sa.text(statements.insert_member_changes(store_memberships)), keys)
-    save_members = _PG_SAVE_MEMBERS if postgres else _SQLITE_SAVE_MEMBERS
-    for statement in (save_members, _MARK_MEMBER_USERS):
+    staged = _store_memberships(
+        f"select external_id from {STAGE_USERS}", "external_id, community_group, community", postgres=postgres
+    )
+    conn.execute(sa.text(statements.insert_member_changes(staged)), keys)
+    for statement in (_save_members(postgres=postgres), _MARK_MEMBER_USERS):
         conn.execute(sa.text(statement), keys)
     return existing
 
