@@ -85,6 +85,12 @@ create table if not exists audit.applied_changes (
     new_value varchar,
     applied_at timestamp not null
 );
+
+create table if not exists audit.auto_sync_approvals (
+    run_id varchar not null,
+    approved_by varchar not null,
+    approved_at timestamp not null
+);
 """
 
 # A DuckLake has no PRIMARY KEY or UNIQUE constraints. `audit.sync_runs` is only ever written by
@@ -167,6 +173,7 @@ _TABLES = {
     ("audit", "sync_runs"),
     ("audit", "rejected_rows"),
     ("audit", "applied_changes"),
+    ("audit", "auto_sync_approvals"),
     ("state", "applied_users"),
     ("state", "applied_memberships"),
 }
@@ -351,6 +358,24 @@ def findings_of_run(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Finding
         [run_id],
     ).fetchall()
     return [Finding(*row) for row in rows]
+
+
+def record_auto_sync_approval(
+    con: duckdb.DuckDBPyConnection, run_id: str, approved_by: str, approved_at: datetime
+) -> None:
+    """Record that a reviewer approved the school's first file in run `run_id`: auto sync is on.
+
+    Written in the transaction that marks the run `succeeded`, so a push that failed turns nothing on.
+    """
+    con.execute("delete from audit.auto_sync_approvals where run_id = ?", [run_id])  # a retried push
+    con.execute("insert into audit.auto_sync_approvals values (?, ?, ?)", [run_id, approved_by, approved_at])
+
+
+def auto_sync_approval(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """The first approval that turned the school's auto sync on (run_id, approved_by, approved_at), if any."""
+    cursor = con.execute("select * from audit.auto_sync_approvals order by approved_at limit 1")
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
 def finding_as_dict(finding: Finding) -> dict:

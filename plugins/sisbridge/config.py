@@ -248,6 +248,13 @@ class SchoolConfig(_Strict):
         """`review` (auto_sync unset: onboarding), `auto` (true) or `paused` (false: dry runs only)."""
         return {None: "review", True: "auto", False: "paused"}[self.auto_sync]
 
+    def current_mode(self, auto_sync_approved: bool) -> Literal["review", "auto", "paused"]:
+        """The mode a run follows: the YAML's `auto_sync` when set, else `auto` once a reviewer approved
+        a first file (`audit.auto_sync_approvals`), else `review`."""
+        if self.auto_sync is None and auto_sync_approved:
+            return "auto"
+        return self.sync_mode
+
     @property
     def identifier_column(self) -> str:
         """The canonical header of the column that holds the school's SSO identifier."""

@@ -65,11 +65,14 @@ Senses `s3://{bucket}/{key}`, loads it raw into the school's warehouse (a DuckLa
 Expectations, builds the change set with dbt, guards it, pushes it to the uConnect user store, and
 writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/`).
 
-- identifier: `{identifier}`; missing users: `{missing_users}`; sync mode: `{sync_mode}` (`review`: no
-  auto_sync key, dry runs until a reviewer approves one; `auto`; `paused`: dry runs only)
-- A run that crosses a mass-change threshold waits in `approve` for a reviewer (Required Actions):
-  Approve pushes the change set; Reject, or no answer within {approval_timeout_hours:g} hours, pushes
-  nothing. Under `sisbridge sync` (run conf `interactive_approval: false`) it ends as `held` instead.
+- identifier: `{identifier}`; missing users: `{missing_users}`; sync mode in the YAML: `{sync_mode}`
+  (`review`: no auto_sync key, so until a reviewer approves a first file every run with changes asks
+  "Enable auto sync for {name} with this file?"; `auto`; `paused`: dry runs only)
+- A run that crosses a mass-change threshold, or a file in onboarding review, waits in `approve` for a
+  reviewer (Required Actions), who sees a sample of the changes and links to the reports: Approve pushes
+  the change set (and ends the onboarding review: auto sync on); Reject, or no answer within
+  {approval_timeout_hours:g} hours, pushes nothing. Under `sisbridge sync` (run conf
+  `interactive_approval: false`) a held run ends as `held`, an onboarding review as `dry_run`.
 - A run that stops early (rejected, unchanged, dry run, held) still finalizes its audit row and report.
 - A file already processed with the same config ends as `unchanged`; "Trigger with config"
   `{{"force": true}}` processes it again.

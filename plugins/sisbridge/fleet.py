@@ -9,7 +9,8 @@ each run's newest event.
 
 The school's own `audit.sync_runs` stays the record. The fleet lake is a copy of its status and
 counts, for `fleet.latest_runs()` (one row per school) and `fleet.runs(school_id)` (a school's runs,
-newest first); the fleet page reads these.
+newest first); the fleet page reads these. So is each approval that turned a school's auto sync on
+(`runs.auto_sync_approvals`, for `fleet.auto_sync_schools()`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ _DDL = (
     + ",\n    ".join(f"{name} {_TYPES.get(name, 'bigint')}" for name in FIELDS)
     + ",\n    recorded_at timestamp not null\n);"
 )
+_APPROVALS_DDL = """
+create schema if not exists runs;
+create table if not exists runs.auto_sync_approvals (
+    school_id varchar not null,
+    run_id varchar not null,
+    approved_by varchar not null,
+    approved_at timestamp not null,
+    recorded_at timestamp not null
+);
+"""
 # Concurrent first writes may race to create the table; DuckLake retries its own commit conflicts,
 # and this retries the rest.
 ATTEMPTS = 5
@@ -65,19 +76,33 @@ def publish(rows: list[dict]) -> None:
         return
     now = datetime.now(UTC).replace(tzinfo=None)
     values = [[row.get(name) for name in FIELDS] + [now] for row in rows]
-    placeholders = ", ".join("?" for _ in range(len(FIELDS) + 1))
+    _append(_DDL, "runs.events", values, what=f"runs {[row.get('run_id') for row in rows]}")
+
+
+def publish_auto_sync(school_id: str, run_id: str, approved_by: str, approved_at: datetime) -> None:
+    """Tell the fleet that a reviewer's approval of run `run_id` turned the school's auto sync on.
+
+    The school's `audit.auto_sync_approvals` is the record; a failure here is logged, never raised.
+    """
+    now = datetime.now(UTC).replace(tzinfo=None)
+    values = [[school_id, run_id, approved_by, approved_at, now]]
+    _append(_APPROVALS_DDL, "runs.auto_sync_approvals", values, what=f"the approval of run {run_id}")
+
+
+def _append(ddl: str, table: str, values: list[list], *, what: str) -> None:
+    placeholders = ", ".join("?" for _ in values[0])
     for attempt in range(1, ATTEMPTS + 1):
         try:
             con = _connect()
             try:
-                con.execute(_DDL)
-                con.executemany(f"insert into runs.events values ({placeholders})", values)
+                con.execute(ddl)
+                con.executemany(f"insert into {table} values ({placeholders})", values)
             finally:
                 con.close()
             return
         except (duckdb.Error, warehouse.LakeError) as exc:
             if attempt == ATTEMPTS:
-                log.warning("the fleet view missed runs %s: %s", [row.get("run_id") for row in rows], exc)
+                log.warning("the fleet view missed %s: %s", what, exc)
                 return
             time.sleep(0.2 * attempt)
 
@@ -90,13 +115,13 @@ select * exclude (recorded_at, newest) from (
 """
 
 
-def _query(sql: str, params: list) -> list[dict]:
+def _query(sql: str, params: list, table: str = "events") -> list[dict]:
     try:
         con = _connect(read_only=True)
     except warehouse.LakeError:
         return []  # no run has been recorded yet
     try:
-        if not warehouse.has_table(con, "runs", "events"):
+        if not warehouse.has_table(con, "runs", table):
             return []
         cursor = con.execute(sql, params)
         names = [column[0] for column in cursor.description]
@@ -122,3 +147,9 @@ def runs(school_id: str, limit: int = 100) -> list[dict]:
         "order by started_at desc nulls last, run_id desc limit ?",
         [school_id, limit],
     )
+
+
+def auto_sync_schools() -> set[str]:
+    """The schools whose auto sync a reviewer turned on by approving a first file."""
+    rows = _query("select distinct school_id from runs.auto_sync_approvals", [], "auto_sync_approvals")
+    return {row["school_id"] for row in rows}

@@ -140,6 +140,7 @@ def school_rows(schools: list[config.SchoolConfig]) -> list[dict]:
     from sisbridge import fleet
 
     latest = {row["school_id"]: row for row in fleet.latest_runs()}
+    approved = fleet.auto_sync_schools()
     paused, waiting = _airflow_state([config.dag_id(school.school_id) for school in schools])
     rows = []
     for school in schools:
@@ -152,7 +153,7 @@ def school_rows(schools: list[config.SchoolConfig]) -> list[dict]:
             {
                 "school_id": school.school_id,
                 "name": school.name,
-                "mode": "paused" if dag_id in paused else school.sync_mode,
+                "mode": "paused" if dag_id in paused else school.current_mode(school.school_id in approved),
                 "awaiting_review": approval is not None,
                 "last_run": None if run is None else run_json(run),
                 "_run": run,
@@ -241,7 +242,7 @@ def report_index(school_id: str, run_id: str, user: PageUser) -> HTMLResponse:
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=school.s3.bucket, Prefix=prefix):
         keys.extend(item["Key"][len(prefix) :] for item in page.get("Contents", []))
-    base = f"{MOUNT}/schools/{quote(school_id)}/runs/{quote(run_id)}/reports/"
+    base = reports_path(school_id, run_id) + "/"
     wanted = ("summary.json", "findings.csv", "changes.csv", "data_docs/index.html")
     shown = [name for name in wanted if name in keys] + sorted(
         name for name in keys if name.startswith("data_docs/validations/") and name.endswith(".html")
@@ -307,9 +308,14 @@ def _row_class(status: str | None) -> str:
     return "alarm" if status in ALARMING else ""
 
 
+def reports_path(school_id: str, run_id: str, name: str = "") -> str:
+    """The path of one report of a run on the api-server, or of the run's list of reports."""
+    path = f"{MOUNT}/schools/{quote(school_id, safe='')}/runs/{quote(run_id, safe='')}/reports"
+    return path + (f"/{quote(name)}" if name else "")
+
+
 def _reports_link(school_id: str, run_id: str) -> str:
-    href = f"{MOUNT}/schools/{quote(school_id)}/runs/{quote(run_id, safe='')}/reports"
-    return f'<a href="{_e(href)}">reports</a>'
+    return f'<a href="{_e(reports_path(school_id, run_id))}">reports</a>'
 
 
 def _count_cells(run: dict | None) -> str:

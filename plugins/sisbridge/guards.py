@@ -15,9 +15,11 @@ from sisbridge import normalize
 from sisbridge.audit import Finding
 from sisbridge.config import IDENTIFIER_COLUMNS, SchoolConfig, Thresholds
 
-PUSH, DRY_RUN, HOLD = "push", "dry_run", "hold"
+# REVIEW: a school in onboarding review has a change set, which a reviewer may approve to turn its
+# auto sync on (sisbridge.review). Without a reviewer (`sisbridge sync`) it is a dry run.
+PUSH, DRY_RUN, HOLD, REVIEW = "push", "dry_run", "hold", "review"
 COUNT_KEYS = ("creates", "updates", "reactivations", "deactivations", "deletes", "opt_outs")
-_CHANGE_TYPE_COUNT = {
+CHANGE_TYPE_COUNT = {
     "create": "creates",
     "update": "updates",
     "reactivate": "reactivations",
@@ -42,6 +44,7 @@ DRY_RUN_REASONS = {
     "reviewer approves one; nothing is pushed",
     "paused": "auto_sync is false: dry runs only, nothing is pushed",
 }
+EMPTY_REVIEW_REASON = "onboarding review: the file changes no user, so there is nothing to review"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class ChangeCounts:
 
     def as_audit(self) -> dict[str, int]:
         return {key: getattr(self, key) for key in COUNT_KEYS}
+
+    @property
+    def changed_users(self) -> int:
+        return sum(getattr(self, key) for key in COUNT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def count_changes(con: duckdb.DuckDBPyConnection) -> ChangeCounts:
     return ChangeCounts(
         **{
             count_key: int(by_type.get(change_type, 0))
-            for change_type, count_key in _CHANGE_TYPE_COUNT.items()
+            for change_type, count_key in CHANGE_TYPE_COUNT.items()
         },
         identity_changes=int(identity),
         active_before=int(active_before),
@@ -136,12 +143,23 @@ def crossed_thresholds(counts: ChangeCounts, thresholds: Thresholds) -> list[str
     return crossed
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, school: SchoolConfig) -> GuardDecision:
-    """Decide what happens to this run's change set: push it, hold it, or stop at a dry run."""
+def evaluate(
+    con: duckdb.DuckDBPyConnection, school: SchoolConfig, *, auto_sync_approved: bool = False
+) -> GuardDecision:
+    """Decide what happens to this run's change set: push it, hold it, ask for the onboarding review,
+    or stop at a dry run.
+
+    A review's reasons are the onboarding reason, then any threshold the change set crosses.
+    """
     counts = count_changes(con)
-    if school.auto_sync is not True:
-        return GuardDecision(DRY_RUN, (DRY_RUN_REASONS[school.sync_mode],), counts)
+    mode = school.current_mode(auto_sync_approved)
+    if mode == "paused":
+        return GuardDecision(DRY_RUN, (DRY_RUN_REASONS["paused"],), counts)
     crossed = crossed_thresholds(counts, school.thresholds)
+    if mode == "review":
+        if counts.changed_users == 0:
+            return GuardDecision(DRY_RUN, (EMPTY_REVIEW_REASON,), counts)
+        return GuardDecision(REVIEW, (DRY_RUN_REASONS["review"], *crossed), counts)
     if crossed:
         return GuardDecision(HOLD, tuple(crossed), counts)
     return GuardDecision(PUSH, (), counts)
@@ -292,31 +310,3 @@ class RosterApproval(ApprovalOperator):
             }
             context["ti"].xcom_push(key=REVIEW_XCOM_KEY, value=review)
         return super().execute_complete(context=context, event=event)
-
-
-def approval_request(school: SchoolConfig, run_id: str, counts: ChangeCounts, reasons, links: dict) -> dict:
-    """The subject and Markdown body a reviewer sees in the Airflow UI for a held run."""
-    lines = [
-        f"The weekly roster sync of **{school.name}** (`{school.school_id}`), run `{run_id}`, crossed "
-        "the mass-change thresholds. Nothing has been pushed to the user store.",
-        "",
-        "**Thresholds crossed**",
-        *(f"- {reason}" for reason in reasons),
-        "",
-        "**Change set**",
-        "",
-        "| change | users |",
-        "|---|---|",
-        *(f"| {key} | {getattr(counts, key)} |" for key in COUNT_KEYS),
-        f"| active users before | {counts.active_before} |",
-        "",
-        "**Review**",
-        *(f"- {name}: `{where}`" for name, where in links.items()),
-        "",
-        f"Approve pushes exactly this change set. Reject (or no answer within "
-        f"{school.approval_timeout_hours:g} hours) pushes nothing; the run ends as `rejected_by_reviewer`.",
-    ]
-    return {
-        "subject": f"Approve the roster sync of {school.name}? ({len(reasons)} threshold(s) crossed)",
-        "body": "\n".join(lines),
-    }

@@ -8,6 +8,7 @@ and `finalize` still writes the audit row and reports.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from sisbridge import audit, guards, landing
+from sisbridge import audit, fleet, guards, landing
 from sisbridge.config import (
     SchoolConfig,
     config_sha256,
@@ -206,10 +207,12 @@ def transform(school_id: str, run_id: str) -> None:
 def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) -> Outcome:
     """Record the transform's warnings, count the change set, and apply the onboarding and thresholds.
 
-    A held run stops here unless `interactive`: then it waits for a reviewer, and the outcome carries
-    the request (`approval`) with links to the reports, which are written and uploaded now.
+    A held run, or a school's onboarding review with a change set, waits for a reviewer when
+    `interactive`: the outcome carries the request (`approval`), with a sample of the changes and links
+    to the reports, which are written and uploaded now. Otherwise a held run stops as `held` and an
+    onboarding review as `dry_run`.
     """
-    from sisbridge import reports, transform
+    from sisbridge import reports, review, transform
 
     school = school_config(school_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
@@ -220,35 +223,40 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
             "where run_id = ? and severity = 'warning' and line_number is not null",
             [run_id],
         ).fetchone()[0]
-        decision = guards.evaluate(con, school)
+        approved = audit.auto_sync_approval(con) is not None
+        decision = guards.evaluate(con, school, auto_sync_approved=approved)
         fields = {"rows_accepted": rows_accepted, "rows_warned": rows_warned, **decision.counts.as_audit()}
         audit.upsert_run(con, run_id, guard_reasons=list(decision.reasons), **fields)
-        if decision.action == guards.DRY_RUN:
+        if decision.action == guards.DRY_RUN or (decision.action == guards.REVIEW and not interactive):
             return _stop(con, run_id, "dry_run", decision.reasons[0])
         if decision.action == guards.HOLD and not interactive:
             return _stop(con, run_id, "held", "; ".join(decision.reasons))
-        if decision.action == guards.HOLD:
+        if decision.action in (guards.HOLD, guards.REVIEW):
+            kind = review.ONBOARDING_KIND if decision.action == guards.REVIEW else review.HOLD_KIND
             reason = "waiting for a reviewer: " + "; ".join(decision.reasons)
             audit.upsert_run(con, run_id, status="held", status_reason=reason)
+            _merge_details(con, run_id, review_kind=kind)
+            sample = review.change_sample(con)
             out_dir = reports_dir(school_id, run_id)
             paths = reports.write_reports(con, school, run_id, out_dir)
     if decision.action == guards.PUSH:
         return Outcome(counts=decision.counts.as_audit())
-    links = {name: str(out_dir / name) for name in ("changes.csv", "summary.json")}
-    # Without the upload, the reviewer still has the files on disk.
     keys = _upload_reports(paths, school, run_id, out_dir, s3)
-    links |= {
-        f"s3://{school.s3.bucket}/{key}": key for key in keys if key.endswith(("changes.csv", "summary.json"))
+    uploaded = {key.rsplit("/", 1)[-1] for key in keys}
+    links = {
+        name: review.reports_url(school_id, run_id, name) for name in review.REPORT_LINKS if name in uploaded
     }
-    log.info("Run %s of %s is held for a reviewer: %s", run_id, school_id, "; ".join(decision.reasons))
-    request = guards.approval_request(school, run_id, decision.counts, decision.reasons, links)
+    if links:
+        links["all reports of the run"] = review.reports_url(school_id, run_id)
+    log.info("Run %s of %s waits for a reviewer: %s", run_id, school_id, "; ".join(decision.reasons))
+    request = review.approval_request(
+        school, run_id, decision.counts, decision.reasons, links, kind=kind, sample=sample
+    )
     return Outcome(status="held", reason=reason, counts={**decision.counts.as_audit(), "approval": request})
 
 
 def _merge_details(con, run_id: str, **entries) -> None:
     """Add entries to the run's `details` JSON without losing what other stages put there."""
-    import json
-
     current = audit.get_run(con, run_id)["details"]
     details = json.loads(current) if current else {}
     audit.upsert_run(con, run_id, details={**details, **entries})
@@ -259,11 +267,18 @@ def review_outcome(review: dict | None, school: SchoolConfig) -> tuple[bool, str
     if not review or not review.get("chosen_options"):
         return None
     approved = review["chosen_options"][0] == "Approve"
+    reviewer = _reviewer(review)
+    if reviewer is None:
+        return approved, f"no reviewer answered within {school.approval_timeout_hours:g} hours"
+    return approved, f"{'approved' if approved else 'rejected'} by {reviewer[0]} at {reviewer[1]}"
+
+
+def _reviewer(review: dict) -> tuple[str, str] | None:
+    """(who, when) of a reviewer's answer; None when the request timed out."""
     user = review.get("responded_by_user") or {}
     if review.get("timedout") or not user:
-        return approved, f"no reviewer answered within {school.approval_timeout_hours:g} hours"
-    who = user.get("name") or user.get("id")
-    return approved, f"{'approved' if approved else 'rejected'} by {who} at {review.get('responded_at')}"
+        return None
+    return str(user.get("name") or user.get("id")), str(review.get("responded_at"))
 
 
 def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -> Outcome:
@@ -275,11 +290,15 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
 
     school = school_config(school_id)
     outcome = review_outcome(review, school)
+    enables_auto_sync = None
     if outcome is not None:
         with audit.warehouse(school_id) as con, audit.transaction(con):
             # No longer held: a failing push must end the run as failed, not as held.
             audit.upsert_run(con, run_id, status="running", status_reason=None)
             _merge_details(con, run_id, review=outcome[1])
+            details = json.loads(audit.get_run(con, run_id)["details"] or "{}")
+        if outcome[0] and details.get("review_kind") == "onboarding":
+            enables_auto_sync = _reviewer(review)
     # The snapshot step needs dbt: importing it overlaps with the push, which mostly waits on I/O.
     transform.import_dbt_in_background()
     engine = engine or userstore.engine_from_connection()
@@ -288,9 +307,26 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
         result = userstore.push(con, engine, school, run_id)
     transform.run_snapshot(school, run_id)
     counts = {key: getattr(result, key) for key in guards.COUNT_KEYS}
-    with audit.warehouse(school_id) as con:
+    with audit.warehouse(school_id) as con, audit.transaction(con):
         audit.upsert_run(con, run_id, status="succeeded", status_reason=None, **counts)
+        if enables_auto_sync is not None:
+            approved_by, approved_at = enables_auto_sync[0], _timestamp(enables_auto_sync[1])
+            audit.record_auto_sync_approval(con, run_id, approved_by, approved_at)
+    if enables_auto_sync is not None:
+        log.info("%s approved %s's first file (run %s): auto sync is on", approved_by, school_id, run_id)
+        fleet.publish_auto_sync(school_id, run_id, approved_by, approved_at)
     return Outcome(status="succeeded", counts=counts)
+
+
+def _timestamp(text: str):
+    """A reviewer's answer time (ISO 8601, maybe with an offset) as a naive UTC timestamp."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return audit.utcnow()
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def record_failure(school_id: str, run_id: str, task_id: str, error: BaseException | None) -> None:
@@ -339,8 +375,11 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
                 )
             elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
                 if not outcome[0]:
-                    audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=outcome[1])
-                    _merge_details(con, run_id, review=outcome[1])
+                    reason = outcome[1]
+                    if json.loads(run["details"] or "{}").get("review_kind") == "onboarding":
+                        reason += f"; {school.name} stays in onboarding review"
+                    audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=reason)
+                    _merge_details(con, run_id, review=reason)
             stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
             if stale is not None:
                 log.warning("Stale file: %s", stale)
@@ -380,8 +419,6 @@ def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) 
 
 def _add_safety_to_summary(summary_path, run: dict) -> None:
     """Put the schema drift, stale file and review outcome of the run into its summary.json."""
-    import json
-
     details = json.loads(run["details"]) if run["details"] else {}
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     summary["safety"] = {key: details.get(key) for key in ("schema_drift", "stale_file", "review")}

@@ -59,17 +59,50 @@ def test_auto_sync_off_is_a_dry_run_whatever_the_change_set(con):
     assert decision.counts.deletes == 20
 
 
-def test_a_school_without_auto_sync_is_in_onboarding_review(con):
+def in_review():
+    """Harbor without the auto_sync key: onboarding review."""
+    return type(school()).model_validate(school().model_dump(exclude={"auto_sync"}))
+
+
+def test_a_school_without_auto_sync_asks_for_its_onboarding_review(con):
     changes(con, *((f"u{n:02d}", "create", None) for n in range(5)))
-    settings = school().model_dump(exclude={"auto_sync"})
 
-    decision = guards.evaluate(con, type(school()).model_validate(settings))
+    decision = guards.evaluate(con, in_review())
 
-    assert decision.action == guards.DRY_RUN
+    assert decision.action == guards.REVIEW
     assert decision.reasons == (
         "onboarding review (no auto_sync in the school's config): every run is a dry run until a "
         "reviewer approves one; nothing is pushed",
     )
+
+
+def test_an_onboarding_review_lists_the_thresholds_its_file_crosses(con):
+    twenty_active_users(con)
+    changes(con, *((f"u{n:02d}", "deactivate", None) for n in range(10)))
+
+    decision = guards.evaluate(con, in_review())
+
+    assert decision.action == guards.REVIEW
+    assert decision.reasons[1:] == ("10 removals are 50.0% of 20 active users, over max_removed_pct = 10%",)
+
+
+def test_an_onboarding_file_that_changes_nobody_is_a_dry_run(con):
+    twenty_active_users(con)
+
+    decision = guards.evaluate(con, in_review())
+
+    assert (decision.action, decision.reasons) == (guards.DRY_RUN, (guards.EMPTY_REVIEW_REASON,))
+
+
+def test_an_approved_first_file_turns_auto_sync_on_unless_the_yaml_says_otherwise(con):
+    changes(con, *((f"u{n:02d}", "create", None) for n in range(5)))
+
+    assert guards.evaluate(con, in_review(), auto_sync_approved=True).action == guards.PUSH
+    paused = guards.evaluate(con, school(auto_sync=False), auto_sync_approved=True)
+    assert (paused.action, paused.reasons) == (guards.DRY_RUN, (guards.DRY_RUN_REASONS["paused"],))
+    assert in_review().current_mode(True) == "auto"
+    assert in_review().current_mode(False) == "review"
+    assert school(auto_sync=False).current_mode(True) == "paused"
 
 
 def test_a_first_sync_that_creates_everyone_is_pushed(con):
@@ -118,21 +151,3 @@ def test_every_crossed_threshold_is_listed():
         "9 updated users are 90.0% of 10 users, over max_updated_pct = 50%",
         "2 email or login changes are 20.0% of 10 users, over max_email_changed_pct = 10%",
     ]
-
-
-def test_the_reviewer_sees_counts_reasons_and_links():
-    school_config = school(approval_timeout_hours=24)
-    counts = ChangeCounts(deactivations=15, active_before=20, users_before=20)
-    links = {"changes.csv": "/reports/harbor/run_1/changes.csv"}
-
-    request = guards.approval_request(school_config, "run_1", counts, ["15 removals are too many"], links)
-
-    assert request["subject"] == "Approve the roster sync of Harbor University? (1 threshold(s) crossed)"
-    body = request["body"].splitlines()
-    assert "- 15 removals are too many" in body
-    assert "| deactivations | 15 |" in body
-    assert "| active users before | 20 |" in body
-    assert "- changes.csv: `/reports/harbor/run_1/changes.csv`" in body
-    assert body[-1].endswith(
-        "(or no answer within 24 hours) pushes nothing; the run ends as `rejected_by_reviewer`."
-    )
