@@ -276,3 +276,46 @@ def test_a_reviewer_rejects_approves_or_lets_a_held_run_time_out(schools, school
         request(timed_out),
         outcome(timed_out),
     ]
+
+
+def test_a_new_schools_first_file_is_reviewed_and_its_approval_turns_auto_sync_on(
+    schools, school_env, store_url
+):
+    _, s3 = school_env("pier")
+    pier = [row[:2] + [row[2].replace("harbor", "pier")] + row[3:] for row in USERS]
+    upload(s3, "pier", roster(pier[:18]))
+    rejected = run_with_reviewer("pier", "Reject")
+
+    assert rejected["status"] == "rejected_by_reviewer"
+    assert rejected["status_reason"].startswith("rejected by ")
+    assert rejected["status_reason"].endswith("; Harbor University stays in onboarding review")
+    userstore.ensure_schema(userstore.store_engine(store_url))
+    assert store_rows(store_url, "pier") == ([], [])
+
+    # The school fixes its file; the reviewer approves this one.
+    upload(s3, "pier", roster(pier[:19]))
+    approved = run_with_reviewer("pier", "Approve")
+
+    assert approved["status"] == "succeeded", approved["status_reason"]
+    assert approved["creates"] == 19
+    users, _ = store_rows(store_url, "pier")
+    assert [(u["external_id"], u["status"]) for u in users] == [
+        (f"u{n:02d}@pier.edu", "active") for n in range(1, 20)
+    ]
+    with audit.warehouse("pier", read_only=True) as con:
+        approval = audit.auto_sync_approval(con)
+    assert approval["run_id"] == approved["run_id"] and approval["approved_by"]
+    assert approved["status_reason"] is None
+    assert summary(approved)["safety"]["review"].startswith(f"approved by {approval['approved_by']} at ")
+
+    # Next week, with no reviewer at all (the way `sisbridge sync` runs): it syncs on its own.
+    upload(s3, "pier", roster(pier))
+    next_week = run_dag("pier")
+
+    assert (next_week["status"], next_week["creates"]) == ("succeeded", 1)
+    assert len(store_rows(store_url, "pier")[0]) == 20
+    subjects = [line for line in schools.read_text("utf-8").splitlines() if "waiting for a reviewer" in line]
+    subject = "Enable auto sync for Harbor University with this file?"
+    assert subjects == [
+        f"Run {run['run_id']} is waiting for a reviewer: {subject}" for run in (rejected, approved)
+    ]
