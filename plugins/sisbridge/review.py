@@ -13,6 +13,7 @@ bucket. Nothing here needs Airflow but `reports_url`'s base URL.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import duckdb
@@ -37,23 +38,44 @@ _LIFECYCLE = {
     "delete": "removed from the store",
 }
 _MAX_VALUE = 60
-# Markdown's punctuation: a value from the school's file is text, never a link, an image or markup.
-_MARKDOWN = str.maketrans({char: "\\" + char for char in "\\`*_{}[]()<>#+-.!|~"})
 
 
-def md_text(value) -> str:
-    """A value from the school's file as Markdown text: escaped, on one line, at most 60 characters."""
+def md_value(value) -> str:
+    """A value from the school's file as Markdown: a code span, on one line, at most 60 characters.
+
+    A code span shows its text as it is: no markup, no link. Escaping alone is not enough, because the
+    UI's Markdown (GitHub's flavour) turns an email or a web address in plain text into a link.
+    """
+    if value is None or value == "":
+        return "(empty)"
     text = " ".join(str(value).split())
     if len(text) > _MAX_VALUE:
         text = text[: _MAX_VALUE - 1] + "…"
-    return text.translate(_MARKDOWN)
+    # In a table a pipe ends the cell, even inside a code span, unless it is escaped.
+    text = text.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _describe(parts: list) -> str:
+    """What changes for one user: (field, old, new), (field, value) and sentences of our own."""
+    described = []
+    for part in parts:
+        if isinstance(part, str):
+            described.append(part)
+        elif len(part) == 3:
+            described.append(f"{part[0]}: {md_value(part[1])} → {md_value(part[2])}")
+        else:
+            described.append(f"{part[0]}: {md_value(part[1])}")
+    return "; ".join(described)
 
 
 def change_sample(con: duckdb.DuckDBPyConnection, per_kind: int = SAMPLE_USERS) -> dict[str, list[tuple]]:
     """Up to `per_kind` users of each change kind in `marts.user_changes`, in file order.
 
-    Returns {change_type: [(line_number, external_id, description), ...]}; the description lists the
-    fields that change (old → new), or a new user's fields.
+    Returns {change_type: [(line_number, external_id, parts), ...]}; the parts are the fields that
+    change, (field, old, new), or a new user's fields, (field, value), or a sentence.
     """
     from sisbridge.userstore.schema import SIS_FIELDS
 
@@ -77,12 +99,12 @@ def change_sample(con: duckdb.DuckDBPyConnection, per_kind: int = SAMPLE_USERS) 
         """,
         [per_kind],
     ).fetchall()
-    fields: dict[tuple[str, str], list[str]] = defaultdict(list)
+    fields: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     lines: dict[tuple[str, str], int | None] = {}
     for change_type, external_id, line, field, old, new in rows:
         lines[(change_type, external_id)] = line
         if field is not None:
-            fields[(change_type, external_id)].append(f"{field}: {_or_empty(old)} → {_or_empty(new)}")
+            fields[(change_type, external_id)].append((field, old, new))
     created = [external_id for change_type, external_id in lines if change_type == "create"]
     new_users = {}
     if created:
@@ -94,7 +116,7 @@ def change_sample(con: duckdb.DuckDBPyConnection, per_kind: int = SAMPLE_USERS) 
         )
         for external_id, *values in cursor.fetchall():
             new_users[external_id] = [
-                f"{name}: {value}" for name, value in zip(columns, values, strict=True) if value is not None
+                (name, value) for name, value in zip(columns, values, strict=True) if value is not None
             ]
     sample: dict[str, list[tuple]] = defaultdict(list)
     for (change_type, external_id), line in lines.items():
@@ -102,12 +124,8 @@ def change_sample(con: duckdb.DuckDBPyConnection, per_kind: int = SAMPLE_USERS) 
             described = new_users.get(external_id, [])
         else:
             described = fields.get((change_type, external_id)) or [_LIFECYCLE.get(change_type, "")]
-        sample[change_type].append((line, external_id, "; ".join(described)))
+        sample[change_type].append((line, external_id, described))
     return dict(sample)
-
-
-def _or_empty(value) -> str:
-    return "(empty)" if value is None or value == "" else str(value)
 
 
 def reports_url(school_id: str, run_id: str, name: str = "") -> str:
@@ -137,18 +155,13 @@ def _sample_lines(counts: ChangeCounts, sample: dict[str, list[tuple]]) -> list[
             "| line | user | what changes |",
             "|---|---|---|",
             *(
-                f"| {'' if line is None else line} | {md_text(user)} | {md_text_long(described)} |"
-                for line, user, described in users
+                f"| {'' if line is None else line} | {md_value(user)} | {_describe(parts)} |"
+                for line, user, parts in users
             ),
         ]
     if len(lines) == 1:
         lines.append("No user changes.")
     return lines
-
-
-def md_text_long(text: str) -> str:
-    """A description made of several values: each part is cut and escaped on its own."""
-    return "; ".join(md_text(part) for part in text.split("; ")) if text else ""
 
 
 def approval_request(

@@ -1,7 +1,8 @@
 """What a reviewer reads in the Airflow UI: the request's wording, a sample of the changes, the links.
 
-The body is Markdown; it is rendered here with markdown-it (CommonMark with tables, raw HTML on), so a
-value from the school's file that tried to be a link, an image, markup or a table cell would show.
+The body is Markdown; it is rendered here with markdown-it (CommonMark with tables, raw HTML on, and
+linkify, which turns web and email addresses in text into links as the UI's GitHub flavour does), so a
+value from the school's file that became a link, an image, markup or a table cell would show.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ LINKS = {"changes.csv": "http://airflow.example/sisbridge/schools/harbor/runs/ru
 
 
 def render(body: str) -> str:
-    return MarkdownIt("commonmark").enable("table").render(body)
+    return MarkdownIt("commonmark", {"linkify": True}).enable(["table", "linkify"]).render(body)
 
 
 def users_table(con, users: list[tuple]) -> None:
@@ -111,21 +112,25 @@ def test_the_sample_shows_twenty_users_of_each_kind_with_what_changes(con):
     assert sample["create"][0] == (
         100,
         "new00@harbor.edu",
-        "email: new00@harbor.edu; first_name: Ada0; last_name: Lovelace",
+        [("email", "new00@harbor.edu"), ("first_name", "Ada0"), ("last_name", "Lovelace")],
     )
-    assert sample["update"] == [(7, "u01", "email: a@harbor.edu → (empty); last_name: Old → New")]
-    assert sample["deactivate"] == [(None, "u02", "status: active → inactive")]
-    assert sample["delete"] == [(None, "u03", "removed from the store")]
-    assert sample["opt_out"] == [(9, "u04", "email_opt_out: false → true")]
+    assert sample["update"] == [(7, "u01", [("email", "a@harbor.edu", None), ("last_name", "Old", "New")])]
+    assert sample["deactivate"] == [(None, "u02", ["status: active → inactive"])]
+    assert sample["delete"] == [(None, "u03", ["removed from the store"])]
+    assert sample["opt_out"] == [(9, "u04", [("email_opt_out", "false", "true")])]
     lines = body.splitlines()
     assert "Creates: 20 of 25" in lines
-    assert "| 7 | u01 | email: a@harbor\\.edu → \\(empty\\); last\\_name: Old → New |" in lines
+    assert "| 7 | `u01` | email: `a@harbor.edu` → (empty); last_name: `Old` → `New` |" in lines
     html = render(body)
-    assert "<td>u01</td>" in html and "<td>email: a@harbor.edu → (empty); last_name: Old → New</td>" in html
+    assert (
+        "<td><code>u01</code></td>\n<td>email: <code>a@harbor.edu</code> → (empty); "
+        "last_name: <code>Old</code> → <code>New</code></td>"
+    ) in html
 
 
 def test_values_from_the_file_stay_text_in_the_rendered_request(con):
-    """Every naughty string as a new user's first name: one table row each, no link, image or tag."""
+    """Every naughty string as a new user's first name: one table row each, no link, image or tag, and
+    each name in a code span (which GitHub's Markdown never turns into a link, as it does plain text)."""
     naughty = json.loads((CORPORA / "naughty-strings" / "blns.json").read_text(encoding="utf-8"))
     names = [value for value in naughty if value.strip()][:400]
     users_table(con, [(f"u{n:03d}", name, "L", None) for n, name in enumerate(names)])
@@ -137,7 +142,10 @@ def test_values_from_the_file_stay_text_in_the_rendered_request(con):
     ]
     html = render(body)
 
-    rows = re.findall(r"<tr>\s*<td>(\d*)</td>\s*<td>(u\d{3})</td>\s*<td>", html)
+    rows = re.findall(r"<tr>\s*<td>(\d*)</td>\s*<td><code>(u\d{3})</code></td>\s*<td>", html)
     assert [user for _, user in rows] == [f"u{n:03d}" for n in range(len(names))]
     tags = set(re.findall(r"<([a-z][a-z0-9]*)\b", html))
     assert tags <= {"p", "strong", "code", "table", "thead", "tbody", "tr", "th", "td", "ul", "li"}, tags
+    cells = re.findall(r"<td>first_name: (.*?); last_name: <code>L</code></td>", html)
+    assert len(cells) == len(names)
+    assert all(re.fullmatch(r"<code>[^<]*</code>", cell) for cell in cells), cells

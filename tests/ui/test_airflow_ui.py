@@ -383,6 +383,10 @@ def test_a_new_schools_first_file_is_approved_in_the_ui_and_its_next_file_syncs_
     ):
         wait_for_text(browser, text)
     screenshot(browser, "onboarding-approval.png")
+    # The file's values show as text: the sample's emails are not turned into mail links.
+    sample_cell = browser.find_element(By.XPATH, f"//td[normalize-space()='{users[0].email}']")
+    assert sample_cell.find_elements(By.TAG_NAME, "code") and not sample_cell.find_elements(By.TAG_NAME, "a")
+    assert not browser.find_elements(By.CSS_SELECTOR, "a[href^='mailto:']")
     links = {
         link.text: link.get_attribute("href")
         for link in browser.find_elements(By.CSS_SELECTOR, "a[href*='/sisbridge/schools/']")
