@@ -26,7 +26,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from sisbridge import guards, landing, notify, pipeline, transform
+from sisbridge import landing, notify, pipeline, review, transform
 from sisbridge.config import PROJECT_ROOT, dag_id, load_school, schools_dir
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -79,7 +79,6 @@ writes the audit row and reports (`$SISBRIDGE_HOME/reports/{school_id}/<run_id>/
 - A held, rejected or failed run and a stale file notify the school's `notifiers:` and the platform's
   (the Airflow Variable `sisbridge_platform_notifiers`).
 """
-APPROVAL_XCOM_KEY = "approval"
 
 
 def _stop_if(outcome: dict) -> dict:
@@ -104,7 +103,7 @@ def _producer_first(group) -> None:
 
 def _review(context) -> dict | None:
     """The reviewer's answer to this run's approval request (None when nobody was asked)."""
-    return context["ti"].xcom_pull(task_ids="approve", key=guards.REVIEW_XCOM_KEY)
+    return context["ti"].xcom_pull(task_ids="approve", key=review.REVIEW_XCOM_KEY)
 
 
 def _dbt_task_group(school) -> DbtTaskGroup:
@@ -214,14 +213,14 @@ def build_dag(school):
             )
             if outcome["status"] != "held":
                 return "push"
-            context["ti"].xcom_push(key=APPROVAL_XCOM_KEY, value=outcome["counts"]["approval"])
+            context["ti"].xcom_push(key=review.APPROVAL_XCOM_KEY, value=outcome["approval"])
             return "approve"
 
-        approve = guards.RosterApproval(
+        approve = review.RosterApproval(
             task_id="approve",
-            subject=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['subject'] }}}}",
-            body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{APPROVAL_XCOM_KEY}')['body'] }}}}",
-            defaults=guards.RosterApproval.REJECT,  # what an unanswered request becomes after the timeout
+            subject=f"{{{{ ti.xcom_pull(task_ids='guard', key='{review.APPROVAL_XCOM_KEY}')['subject'] }}}}",
+            body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{review.APPROVAL_XCOM_KEY}')['body'] }}}}",
+            defaults=review.RosterApproval.REJECT,  # what an unanswered request becomes after the timeout
             response_timeout=timedelta(hours=school.approval_timeout_hours),
             notifiers=[notify.ReviewRequestNotifier(school)],
         )
@@ -230,9 +229,9 @@ def build_dag(school):
         def push(**context):
             from sisbridge.userstore import PermanentStoreError
 
-            review = _review(context)
+            answer = _review(context)
             try:
-                return pipeline.push(school_id, context["run_id"], review=review).as_xcom()
+                return pipeline.push(school_id, context["run_id"], answer=answer).as_xcom()
             except PermanentStoreError as exc:
                 raise AirflowFailException(str(exc)) from exc
 
@@ -243,8 +242,7 @@ def build_dag(school):
             on_failure_callback=notify.RunEventNotifier(school, failed=True),
         )
         def finalize(**context):
-            review = _review(context)
-            summary = pipeline.finalize(school_id, context["run_id"], review=review)
+            summary = pipeline.finalize(school_id, context["run_id"], answer=_review(context))
             if summary["status"] == "failed":
                 raise AirflowFailException(f"run failed: {summary['status_reason']}")
             return summary

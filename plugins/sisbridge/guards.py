@@ -1,7 +1,8 @@
 """The guard between the change set and the store: onboarding dry runs and mass-change thresholds.
 
 The threshold rule lives here and only here (`crossed_thresholds`). So do the other safety checks:
-identity checks on rows, schema drift of the header, stale files, and the reviewer's request.
+identity checks on rows, schema drift of the header and stale files. Only rules: what a reviewer sees
+and answers in Airflow is `sisbridge.review`'s.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from sisbridge import normalize
 from sisbridge.audit import Finding
@@ -287,26 +287,3 @@ def stale_file_message(school: SchoolConfig, unchanged: int) -> str | None:
         f"{school.school_id} ({school.name}): s3://{school.s3.bucket}/{school.s3.key} has not changed for "
         f"{unchanged} runs (stale_after_runs = {school.stale_after_runs}); ask the school for a new export"
     )
-
-
-STALE_XCOM_FIELD = "stale_file"
-REVIEW_XCOM_KEY = "review"
-
-
-class RosterApproval(ApprovalOperator):
-    """Airflow's ApprovalOperator, which also records the reviewer's answer in XCom (key `review`).
-
-    A Reject skips `push` and leaves no return value, yet `finalize` must say who rejected the run, or
-    that nobody answered in time.
-    """
-
-    def execute_complete(self, context, event):
-        if "error" not in event:
-            review = {
-                "chosen_options": list(event["chosen_options"]),
-                "responded_by_user": event.get("responded_by_user"),
-                "responded_at": str(event.get("responded_at")),
-                "timedout": bool(event.get("timedout")),
-            }
-            context["ti"].xcom_push(key=REVIEW_XCOM_KEY, value=review)
-        return super().execute_complete(context=context, event=event)

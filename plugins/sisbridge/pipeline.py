@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from sisbridge import audit, fleet, guards, landing
+from sisbridge import audit, fleet, guards, landing, review
 from sisbridge.config import (
     SchoolConfig,
     config_sha256,
@@ -36,6 +36,8 @@ class Outcome:
     status: str | None = None
     reason: str | None = None
     counts: dict = field(default_factory=dict)
+    # What a reviewer is asked (sisbridge.review.approval_request), when the run waits for one.
+    approval: dict | None = None
 
     def as_xcom(self) -> dict:
         return asdict(self)
@@ -208,11 +210,11 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     """Record the transform's warnings, count the change set, and apply the onboarding and thresholds.
 
     A held run, or a school's onboarding review with a change set, waits for a reviewer when
-    `interactive`: the outcome carries the request (`approval`), with a sample of the changes and links
-    to the reports, which are written and uploaded now. Otherwise a held run stops as `held` and an
+    `interactive`: the outcome carries the request (`Outcome.approval`), with a sample of the changes
+    and links to the reports, which are written and uploaded now. Otherwise a held run stops as `held` and an
     onboarding review as `dry_run`.
     """
-    from sisbridge import reports, review, transform
+    from sisbridge import reports, transform
 
     school = school_config(school_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
@@ -252,7 +254,7 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     request = review.approval_request(
         school, run_id, decision.counts, decision.reasons, links, kind=kind, sample=sample
     )
-    return Outcome(status="held", reason=reason, counts={**decision.counts.as_audit(), "approval": request})
+    return Outcome(status="held", reason=reason, counts=decision.counts.as_audit(), approval=request)
 
 
 def _merge_details(con, run_id: str, **entries) -> None:
@@ -262,34 +264,16 @@ def _merge_details(con, run_id: str, **entries) -> None:
     audit.upsert_run(con, run_id, details={**details, **entries})
 
 
-def review_outcome(review: dict | None, school: SchoolConfig) -> tuple[bool, str] | None:
-    """(approved, sentence) from the approval task's result; None when no reviewer was asked."""
-    if not review or not review.get("chosen_options"):
-        return None
-    approved = review["chosen_options"][0] == "Approve"
-    reviewer = _reviewer(review)
-    if reviewer is None:
-        return approved, f"no reviewer answered within {school.approval_timeout_hours:g} hours"
-    return approved, f"{'approved' if approved else 'rejected'} by {reviewer[0]} at {reviewer[1]}"
-
-
-def _reviewer(review: dict) -> tuple[str, str] | None:
-    """(who, when) of a reviewer's answer; None when the request timed out."""
-    user = review.get("responded_by_user") or {}
-    if review.get("timedout") or not user:
-        return None
-    return str(user.get("name") or user.get("id")), str(review.get("responded_at"))
-
-
-def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -> Outcome:
+def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -> Outcome:
     """Apply the change set to the user store, then snapshot the new applied state for auditors.
 
-    `review` is the approval task's result when a reviewer released a held run.
+    `answer` is the approval task's result when a reviewer released a held run or approved a school's
+    first file (which turns its auto sync on).
     """
     from sisbridge import transform, userstore
 
     school = school_config(school_id)
-    outcome = review_outcome(review, school)
+    outcome = review.review_outcome(answer, school)
     enables_auto_sync = None
     if outcome is not None:
         with audit.warehouse(school_id) as con, audit.transaction(con):
@@ -298,7 +282,7 @@ def push(school_id: str, run_id: str, engine=None, review: dict | None = None) -
             _merge_details(con, run_id, review=outcome[1])
             details = json.loads(audit.get_run(con, run_id)["details"] or "{}")
         if outcome[0] and details.get("review_kind") == "onboarding":
-            enables_auto_sync = _reviewer(review)
+            enables_auto_sync = review.reviewer(answer)
     # The snapshot step needs dbt: importing it overlaps with the push, which mostly waits on I/O.
     transform.import_dbt_in_background()
     engine = engine or userstore.engine_from_connection()
@@ -337,7 +321,7 @@ def record_failure(school_id: str, run_id: str, task_id: str, error: BaseExcepti
             audit.upsert_run(con, run_id, status_reason=f"{task_id} failed: {error or 'see the Airflow log'}")
 
 
-def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -> dict:
+def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -> dict:
     """Close the run's audit row and write its reports, whatever happened upstream.
 
     A run still marked `running` had an upstream failure: it is closed as `failed`. A held run that
@@ -373,7 +357,7 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
                     status="failed",
                     status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
                 )
-            elif run["status"] == "held" and (outcome := review_outcome(review, school)) is not None:
+            elif run["status"] == "held" and (outcome := review.review_outcome(answer, school)) is not None:
                 if not outcome[0]:
                     reason = outcome[1]
                     if json.loads(run["details"] or "{}").get("review_kind") == "onboarding":
@@ -398,7 +382,7 @@ def finalize(school_id: str, run_id: str, s3=None, review: dict | None = None) -
         out_dir,
     )
     summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
-    return {**summary, guards.STALE_XCOM_FIELD: stale}
+    return {**summary, review.STALE_XCOM_FIELD: stale}
 
 
 def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> list[str]:

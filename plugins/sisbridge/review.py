@@ -8,7 +8,8 @@ A run waits in the DAG's `approve` task (Airflow's human-in-the-loop approval) i
 
 The request shows the counts, a sample of the changes (up to `SAMPLE_USERS` users of each kind, with
 the fields that change) and links to the run's reports, which the fleet page serves from the school's
-bucket. Nothing here needs Airflow but `reports_url`'s base URL.
+bucket. The approval task (`RosterApproval`), what its answer means (`review_outcome`) and the XCom
+keys of the review live here too: this module is where the DAG meets Airflow's human in the loop.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ import re
 from collections import defaultdict
 
 import duckdb
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from sisbridge.config import SchoolConfig
 from sisbridge.guards import CHANGE_TYPE_COUNT, COUNT_KEYS, ChangeCounts
 
 HOLD_KIND, ONBOARDING_KIND = "threshold", "onboarding"
+# XCom: the guard's request (task `guard`), the reviewer's answer (task `approve`), and the stale-file
+# alert in `finalize`'s return value. The sensed file's key is `landing.SENSED_FILE_XCOM_KEY`, beside
+# the sensor's check that writes it.
+APPROVAL_XCOM_KEY = "approval"
+REVIEW_XCOM_KEY = "review"
+STALE_XCOM_FIELD = "stale_file"
 SAMPLE_USERS = 20
 REPORT_LINKS = ("summary.json", "findings.csv", "changes.csv")
 _CHANGE_KINDS = {
@@ -224,3 +232,41 @@ def approval_request(
         lines.append("- The reports could not be uploaded to the school's bucket; see the guard task's log.")
     lines += ["", answer]
     return {"subject": subject, "body": "\n".join(lines), "kind": kind}
+
+
+class RosterApproval(ApprovalOperator):
+    """Airflow's ApprovalOperator, which also records the reviewer's answer in XCom (key `review`).
+
+    A Reject skips `push` and leaves no return value, yet `finalize` must say who rejected the run, or
+    that nobody answered in time.
+    """
+
+    def execute_complete(self, context, event):
+        if "error" not in event:
+            review = {
+                "chosen_options": list(event["chosen_options"]),
+                "responded_by_user": event.get("responded_by_user"),
+                "responded_at": str(event.get("responded_at")),
+                "timedout": bool(event.get("timedout")),
+            }
+            context["ti"].xcom_push(key=REVIEW_XCOM_KEY, value=review)
+        return super().execute_complete(context=context, event=event)
+
+
+def review_outcome(answer: dict | None, school: SchoolConfig) -> tuple[bool, str] | None:
+    """(approved, sentence) from the approval task's result; None when no reviewer was asked."""
+    if not answer or not answer.get("chosen_options"):
+        return None
+    approved = answer["chosen_options"][0] == "Approve"
+    who = reviewer(answer)
+    if who is None:
+        return approved, f"no reviewer answered within {school.approval_timeout_hours:g} hours"
+    return approved, f"{'approved' if approved else 'rejected'} by {who[0]} at {who[1]}"
+
+
+def reviewer(answer: dict) -> tuple[str, str] | None:
+    """(who, when) of a reviewer's answer; None when the request timed out."""
+    user = answer.get("responded_by_user") or {}
+    if answer.get("timedout") or not user:
+        return None
+    return str(user.get("name") or user.get("id")), str(answer.get("responded_at"))

@@ -151,3 +151,14 @@ def test_every_crossed_threshold_is_listed():
         "9 updated users are 90.0% of 10 users, over max_updated_pct = 50%",
         "2 email or login changes are 20.0% of 10 users, over max_email_changed_pct = 10%",
     ]
+
+
+def test_the_rules_are_tested_without_airflow():
+    """The guard is rules only: importing it loads no part of Airflow (the review is sisbridge.review)."""
+    import subprocess
+    import sys
+
+    code = "import sys, sisbridge.guards; print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
