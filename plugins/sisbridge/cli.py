@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sisbridge.audit import RUN_COUNT_COLUMNS
 from sisbridge.config import (
+    PROJECT_ROOT,
     ConfigError,
     SchoolConfig,
     dag_id,
@@ -23,7 +24,6 @@ from sisbridge.config import (
     sisbridge_home,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # `sisbridge sync` keeps the DAG's retries, but not the scheduler's minutes between them: the
 # user is waiting at a shell.
 SYNC_RETRY_DELAY = timedelta(seconds=5)
@@ -38,7 +38,7 @@ def ensure_dbt_manifest() -> Path:
     """Write dbt's manifest (`dbt parse`) when any project file is newer: the DAGs render from it."""
     from sisbridge import transform
 
-    project = REPO_ROOT / "dbt_project"
+    project = PROJECT_ROOT / "dbt_project"
     manifest = project / "target" / "manifest.json"
     sources = [
         path
@@ -75,7 +75,7 @@ def airflow_environment() -> None:
     # home it creates `~/airflow`.
     os.environ.setdefault("SISBRIDGE_SCHOOLS_DIR", str(schools_dir()))
     os.environ.setdefault("AIRFLOW_HOME", str(sisbridge_home() / "airflow"))
-    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("DO_NOT_TRACK", "1")
 

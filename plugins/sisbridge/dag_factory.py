@@ -31,12 +31,11 @@ from sisbridge.config import PROJECT_ROOT, dag_id, load_school, schools_dir
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-REPO_ROOT = PROJECT_ROOT
-DAGS_DIR = REPO_ROOT / "dags"
+DAGS_DIR = PROJECT_ROOT / "dags"
 # The number of DAG files. A school's file depends on its id and this number only, so adding or
 # removing a school never moves another; changing it moves most schools (docs/scaling.md).
 SHARDS = 64
-DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 # Written by `dbt parse` (make install, sisbridge sync): parsing the DAGs never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 

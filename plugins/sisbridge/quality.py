@@ -19,9 +19,9 @@ from email_validator import EmailNotValidError, validate_email
 
 from sisbridge import audit, normalize
 from sisbridge.audit import Finding
-from sisbridge.config import S3Location, SchoolConfig, normalize_header, safe_component
+from sisbridge.config import PROJECT_ROOT, S3Location, SchoolConfig, normalize_header, safe_component
 
-EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 SUITES = ("file_structure", "required_values", "uniqueness")
 STAGE = "quality"
 

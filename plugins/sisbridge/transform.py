@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sisbridge import warehouse
 from sisbridge.audit import Finding, record_findings
-from sisbridge.config import SchoolConfig, safe_component, sisbridge_home
+from sisbridge.config import PROJECT_ROOT, SchoolConfig, safe_component, sisbridge_home
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 # The snapshot runs only after a successful push, never as part of the build. The unit tests check the
 # SQL, not the data: they give the same answer every week for every school, so CI runs them
 # (`run_unit_tests`) and the weekly build leaves them out.
