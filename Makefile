@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 DBT_SOURCES := $(shell find dbt_project -name '*.sql' -o -name '*.yml' -o -name '*.csv' | grep -v /target/)
 dbt_project/target/manifest.json: $(VENV)/.installed $(DBT_SOURCES)
-	$(BIN)/python -c "from sisbridge.cli import ensure_dbt_manifest; ensure_dbt_manifest()"
+	$(BIN)/python -c "from sisbridge.localrun import ensure_dbt_manifest; ensure_dbt_manifest()"
 	@touch $@
 
 install: $(VENV)/.installed dbt_project/target/manifest.json ## Create .venv, install the pinned stack, parse dbt (seconds when nothing changed)

@@ -159,7 +159,7 @@ class Bench:
 
     def prepare(self) -> None:
         """Migrate Airflow's metadata DB and parse dbt once, outside any timed run."""
-        code = "from sisbridge.cli import prepare_airflow; prepare_airflow()"
+        code = "from sisbridge.localrun import prepare_airflow; prepare_airflow()"
         subprocess.run([sys.executable, "-c", code], env=self.env, check=True, cwd=ROOT)
 
     def sync(self, school_id: str, csv_path: Path) -> dict:

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from pgserver import remove_server, start_server
 
     from sisbridge import demo
-    from sisbridge.cli import ensure_dbt_manifest
+    from sisbridge.localrun import ensure_dbt_manifest
 
     workdir = Path(tempfile.mkdtemp(prefix=f"sisbridge-bench-{prefix}-"))
     print(f"work dir: {workdir}", flush=True)

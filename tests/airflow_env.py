@@ -81,7 +81,7 @@ def _start_lake() -> None:
 
 def pytest_configure(config) -> None:
     # The DAGs render their dbt model tasks from dbt's manifest; a fresh clone has none yet.
-    from sisbridge.cli import ensure_dbt_manifest
+    from sisbridge.localrun import ensure_dbt_manifest
 
     ensure_dbt_manifest()
     if (

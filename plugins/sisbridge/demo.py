@@ -300,8 +300,8 @@ def sync_quietly(school_id: str, log_path: Path) -> dict:
 
 def run_demo(rows: int = 240) -> int:
     """Seed both demo schools in a local S3, sync them, then sync a second week for one of them."""
-    from sisbridge.cli import format_summary, prepare_airflow
     from sisbridge.config import load_schools, reports_dir, schools_dir, sisbridge_home
+    from sisbridge.localrun import format_summary, prepare_airflow
 
     schools = load_schools(schools_dir())
     home = sisbridge_home()

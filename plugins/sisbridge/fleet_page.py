@@ -213,7 +213,7 @@ def report_key(run_id: str, path: str) -> str:
 
 
 def _s3(school: config.SchoolConfig):
-    from sisbridge.pipeline import s3_client
+    from sisbridge.landing import s3_client
 
     return s3_client(school)
 

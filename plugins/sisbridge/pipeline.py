@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import threading
-import time
 from dataclasses import asdict, dataclass, field
 
 from sisbridge import audit, fleet, guards, landing, review
@@ -47,34 +44,6 @@ def school_config(school_id: str) -> SchoolConfig:
     return load_school(schools_dir() / f"{safe_component(school_id)}.yaml")
 
 
-# Each process keeps the S3 client of a connection for a few minutes: creating one costs 0.1 to 0.4 s
-# (boto3 reads S3's service model anew for each session), and `sisbridge sync` runs every task of the
-# run in one process. A changed connection (other keys, endpoint) gets a client of its own at once.
-S3_CLIENT_TTL_S = 300.0
-_s3_clients: dict[tuple, tuple[float, object]] = {}
-_s3_clients_lock = threading.Lock()
-
-
-def s3_client(school: SchoolConfig):
-    """A boto3 S3 client on the school's own Airflow connection (its bucket, its credentials)."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    conn_id = school.s3.aws_conn_id
-    connection = S3Hook.get_connection(conn_id)
-    # The pid: a forked child never uses its parent's client (boto3's connection pool is not fork-safe).
-    key = (conn_id, os.getpid(), connection.get_uri())
-    now = time.monotonic()
-    with _s3_clients_lock:
-        for stale in [k for k, (made, _) in _s3_clients.items() if now - made >= S3_CLIENT_TTL_S]:
-            del _s3_clients[stale]
-        if key in _s3_clients:
-            return _s3_clients[key][1]
-    client = S3Hook(aws_conn_id=conn_id).get_conn()
-    with _s3_clients_lock:
-        _s3_clients[key] = (now, client)
-    return client
-
-
 def _stop(con, run_id: str, status: str, reason: str, **fields) -> Outcome:
     audit.upsert_run(con, run_id, status=status, status_reason=reason, **fields)
     log.info("Run %s ends as %s: %s", run_id, status, reason)
@@ -93,7 +62,7 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
     rest of the stage's writes are one lake commit.
     """
     school = school_config(school_id)
-    s3 = s3 or s3_client(school)
+    s3 = s3 or landing.s3_client(school)
     config_hash = config_sha256(school)
     with audit.warehouse(school_id) as con:
         audit.upsert_run(
@@ -395,7 +364,9 @@ def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) 
     if not paths:
         return []
     try:
-        return reports.upload_reports(paths, s3 or s3_client(school), school.s3.bucket, run_id, base=out_dir)
+        return reports.upload_reports(
+            paths, s3 or landing.s3_client(school), school.s3.bucket, run_id, base=out_dir
+        )
     except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
         log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
         return []

@@ -27,7 +27,7 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 BUILD_EXCLUDE = ("resource_type:snapshot", "resource_type:unit_test")
 TRANSFORM_STAGE = "transform"
 DBT_PROFILE, DBT_TARGET = "sisbridge", "prod"
-# dbt's saved parse of the project, written beside the manifest by `sisbridge.cli.ensure_dbt_manifest`
+# dbt's saved parse of the project, written beside the manifest by `sisbridge.localrun.ensure_dbt_manifest`
 # with the pipeline's profile and target (`parse_args`). A school's first build on a worker starts
 # from it (`seed_parse`) instead of parsing the project anew.
 PARSE_SEED = DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
@@ -149,7 +149,7 @@ def dbt_school_env(school: SchoolConfig) -> dict[str, str]:
 
 
 def parse_args() -> list[str]:
-    """The arguments of the project's own `dbt parse` (`sisbridge.cli.ensure_dbt_manifest`).
+    """The arguments of the project's own `dbt parse` (`sisbridge.localrun.ensure_dbt_manifest`).
 
     The pipeline's profile and target: dbt reuses a saved parse only for the same vars, profile and
     target, so a school's first build on a worker can start from this one (`seed_parse`).

@@ -9,7 +9,7 @@ import duckdb
 import yaml
 
 from sisbridge import audit
-from sisbridge.cli import ensure_dbt_manifest
+from sisbridge.localrun import ensure_dbt_manifest
 from sisbridge.userstore import STATE_USER_COLUMNS, users
 
 PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"

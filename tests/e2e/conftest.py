@@ -21,7 +21,7 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def airflow_ready():
-    from sisbridge.cli import prepare_airflow
+    from sisbridge.localrun import prepare_airflow
 
     return prepare_airflow()
 

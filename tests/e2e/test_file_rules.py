@@ -12,7 +12,7 @@ import io
 import pytest
 
 from sisbridge import audit, userstore
-from sisbridge.cli import run_dag
+from sisbridge.localrun import run_dag
 from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e

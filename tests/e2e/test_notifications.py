@@ -21,8 +21,8 @@ import threading
 import pytest
 
 from sisbridge import audit
-from sisbridge.cli import run_dag
 from sisbridge.config import reports_dir, safe_component
+from sisbridge.localrun import run_dag
 from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,8 @@ import io
 import pytest
 
 from sisbridge import audit
-from sisbridge.cli import main, run_dag
+from sisbridge.cli import main
+from sisbridge.localrun import run_dag
 from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from sisbridge import audit, userstore
-from sisbridge.cli import run_dag
 from sisbridge.config import reports_dir, safe_component
+from sisbridge.localrun import run_dag
 from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from sisbridge import audit
-from sisbridge.cli import run_dag
+from sisbridge.localrun import run_dag
 from tests.e2e.conftest import store_rows
 
 pytestmark = pytest.mark.e2e

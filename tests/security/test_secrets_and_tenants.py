@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from sisbridge import audit, demo, warehouse
-from sisbridge.cli import prepare_airflow
 from sisbridge.config import load_school, schools_dir, sisbridge_home
+from sisbridge.localrun import prepare_airflow
 from sisbridge.userstore import ensure_schema, store_engine
 from tests.security.conftest import table_dump
 

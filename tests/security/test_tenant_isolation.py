@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sisbridge import pipeline, transform
+from sisbridge import landing, transform
 from sisbridge.config import load_schools
 from tests.security.conftest import PROJECT_ROOT
 
@@ -72,7 +72,7 @@ def test_each_schools_s3_client_comes_from_its_own_connection(monkeypatch):
         monkeypatch.setenv(f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}", json.dumps(connection))
 
     for school in schools:
-        client = pipeline.s3_client(school)
+        client = landing.s3_client(school)
         credentials = client._request_signer._credentials
         assert client.meta.endpoint_url == endpoints[school.school_id]
         assert credentials.access_key == f"key-of-{school.school_id}"
@@ -92,9 +92,9 @@ def test_a_schools_s3_client_is_kept_until_its_connection_changes(monkeypatch):
         monkeypatch.setenv(f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}", json.dumps(connection))
 
     connect("first-key")
-    first = pipeline.s3_client(school)
-    assert pipeline.s3_client(school) is first
+    first = landing.s3_client(school)
+    assert landing.s3_client(school) is first
     connect("rotated-key")
-    rotated = pipeline.s3_client(school)
+    rotated = landing.s3_client(school)
     assert rotated is not first
     assert rotated._request_signer._credentials.access_key == "rotated-key"

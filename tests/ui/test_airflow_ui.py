@@ -29,8 +29,8 @@ import pytest
 import sqlalchemy as sa
 
 from sisbridge import demo
-from sisbridge.cli import ensure_dbt_manifest
 from sisbridge.config import load_school
+from sisbridge.localrun import ensure_dbt_manifest
 from tests.ui.airflow_stack import ADMIN, make_stack
 from tests.ui.browser import (
     TIMEOUT,
