@@ -60,13 +60,13 @@ def output_to(path: Path):
 
 
 def cmd_check(args) -> int:
-    from sisbridge import quality
+    from sisbridge import check
 
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    school = school_config(args.school) if args.school else quality.default_school_config()
-    return quality.check_file(path, school, Path(args.out) if args.out else None)
+    school = school_config(args.school) if args.school else check.default_school_config()
+    return check.check_file(path, school, Path(args.out) if args.out else None)
 
 
 def cmd_sync(args) -> int:

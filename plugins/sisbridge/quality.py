@@ -6,11 +6,9 @@ GX's SQL datasource fails on DuckDB, so the suites validate narrow pandas frames
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from sisbridge import audit, normalize
 from sisbridge.audit import Finding
-from sisbridge.config import PROJECT_ROOT, S3Location, SchoolConfig, normalize_header, safe_component
+from sisbridge.config import PROJECT_ROOT, SchoolConfig, normalize_header, safe_component
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 SUITES = ("file_structure", "required_values", "uniqueness")
@@ -90,17 +88,6 @@ def email_problem(value: str) -> str | None:
 def load_suite(name: str) -> dict:
     """One suite from `expectations/<name>.json` as a plain dict (GX's own suite JSON shape)."""
     return json.loads((EXPECTATIONS_DIR / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def default_school_config() -> SchoolConfig:
-    """A permissive config for `sisbridge check` without --school: identifier email, no communities."""
-    return SchoolConfig(
-        school_id="check",
-        name="default checks, no --school given",
-        s3=S3Location(bucket="sisbridge-check", key="roster.csv", aws_conn_id="sisbridge_check"),
-        identifier="email",
-        duplicates="reject_file",
-    )
 
 
 def _raw_column(canonical: str) -> str:
@@ -519,112 +506,3 @@ def _rows_in_file(con, loaded: int) -> int:
     except Exception:  # noqa: BLE001 - raw.file is optional for the checks themselves
         return loaded
     return int(row[0]) if row and row[0] is not None else loaded
-
-
-def check_file(path: Path, school: SchoolConfig, out_dir: Path | None) -> int:
-    """Parse and check one file in a throwaway warehouse; print a summary; 0 accepted, 1 rejected.
-
-    It runs the pipeline's own stages (loader, GX gate, and the dbt models whose warnings cover
-    graduation, user types and communities) against a temporary home, so nothing else is touched.
-    """
-    path = Path(path)
-    from sisbridge import warehouse
-    from sisbridge.transform import environment
-
-    # The warehouse is a plain DuckDB file in the temporary home (no lake, no extensions: fast, and
-    # nothing of the school's lake is touched). DBT_QUIET: a school running `sisbridge check` wants
-    # the verdict, not dbt's progress lines.
-    with tempfile.TemporaryDirectory(prefix="sisbridge-check-") as tmp:
-        scratch = warehouse.scratch_settings(Path(tmp) / "warehouse").to_env()
-        env = {"SISBRIDGE_HOME": tmp, warehouse.LAKE_ENV: scratch, "DBT_QUIET": "true"}
-        with environment(env):
-            loaded, result, accepted, findings = _check_in_warehouse(path, school, out_dir)
-    rows_accepted = loaded.rows_in_file - result.rows_rejected if accepted else 0
-    print(_check_summary(path, school, loaded, result, rows_accepted, findings, out_dir))
-    return 0 if accepted else 1
-
-
-def _check_in_warehouse(path: Path, school: SchoolConfig, out_dir: Path | None):
-    from sisbridge import loading, reports, transform
-
-    run_id = "check"
-    meta = {"file_key": path.name, "file_sha256": _sha256(path), "file_bytes": path.stat().st_size}
-    result = None
-    with audit.warehouse(school.school_id) as con:
-        audit.upsert_run(con, run_id, school_id=school.school_id, started_at=audit.utcnow(), **meta)
-        loaded = loading.load_file(path, school, con, file_name=path.name, run_id=run_id, file_meta=meta)
-        audit.record_findings(con, run_id, "load", loaded.findings)
-        audit.upsert_run(
-            con,
-            run_id,
-            file_encoding=loaded.encoding,
-            rows_in_file=loaded.rows_in_file,
-            header_columns=list(loaded.header),
-        )
-        if loaded.rejected:
-            file_errors = [f for f in loaded.findings if f.severity == "error"]
-        else:
-            result = validate(con, school, run_id, report_dir=out_dir)
-            file_errors = list(result.file_errors)
-            if not file_errors:
-                transform.write_config_tables(con, school)
-    accepted = not file_errors
-    if accepted:
-        transform.run_build(school, run_id)
-    with audit.warehouse(school.school_id) as con:
-        if accepted:
-            transform.record_transform_findings(con, run_id)
-            # A check knows nothing of what was applied before, so it has no change set to report.
-            con.execute("drop table if exists marts.user_changes")
-            result = dataclasses.replace(result, rows_warned=rows_warned(con, run_id))
-        reason = "; ".join(f.message for f in file_errors) or "accepted; sisbridge check pushes nothing"
-        audit.upsert_run(
-            con,
-            run_id,
-            status="dry_run" if accepted else "rejected",
-            status_reason=reason,
-            rows_accepted=loaded.rows_in_file - result.rows_rejected if accepted else 0,
-            rows_warned=result.rows_warned if result else 0,
-            finished_at=audit.utcnow(),
-        )
-        findings = audit.findings_of_run(con, run_id)
-        if out_dir is not None:
-            reports.write_reports(con, school, run_id, Path(out_dir))
-    return loaded, result, accepted, findings
-
-
-def rows_warned(con, run_id: str) -> int:
-    """Data lines of a run with at least one warning (header-level warnings are not rows)."""
-    return con.execute(
-        "select count(distinct line_number) from audit.rejected_rows "
-        "where run_id = ? and severity = 'warning' and line_number > 1",
-        [run_id],
-    ).fetchone()[0]
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_summary(path, school, loaded, result, rows_accepted, findings, out_dir) -> str:
-    from sisbridge.reports import log_summary
-
-    verdict = "REJECTED" if result is None or not result.accepted else "ACCEPTED"
-    lines = [
-        f"{path.name}: {verdict}",
-        f"school: {school.school_id} ({school.name}); identifier {school.identifier}, "
-        f"duplicates {school.duplicates}, max_rejected_pct {school.thresholds.max_rejected_pct:g}",
-        f"encoding {loaded.encoding or 'unknown'}; {loaded.rows_in_file} data records: "
-        f"{rows_accepted} accepted, {result.rows_rejected if result else 0} rejected, "
-        f"{result.rows_warned if result else 0} with warnings",
-        log_summary(findings),
-    ]
-    if out_dir is not None:
-        lines.append(f"report written to {out_dir}")
-    return "\n".join(lines)

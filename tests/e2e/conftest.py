@@ -7,7 +7,6 @@ import shutil
 
 import lakes
 import pytest
-import sqlalchemy as sa
 
 from sisbridge import demo
 from sisbridge.config import load_school, schools_dir, sisbridge_home
@@ -53,29 +52,6 @@ def school_env(s3_endpoint, airflow_ready, store_url, monkeypatch):
         return school, s3
 
     return setup
-
-
-def store_rows(store_url: str, school_id: str) -> tuple[list[dict], list[tuple]]:
-    engine = sa.create_engine(store_url)
-    with engine.connect() as conn:
-        users = [
-            dict(row._mapping)
-            for row in conn.execute(
-                sa.text("select * from users where school_id = :s order by external_id"), {"s": school_id}
-            )
-        ]
-        memberships = [
-            tuple(row)
-            for row in conn.execute(
-                sa.text(
-                    "select external_id, community_group, community from user_communities "
-                    "where school_id = :s order by 1, 2, 3"
-                ),
-                {"s": school_id},
-            )
-        ]
-    engine.dispose()
-    return users, memberships
 
 
 os.environ.setdefault("SISBRIDGE_SENSOR_TIMEOUT_S", "3600")

@@ -23,7 +23,7 @@ import pytest
 from sisbridge import audit
 from sisbridge.config import reports_dir, safe_component
 from sisbridge.localrun import run_dag
-from tests.e2e.conftest import store_rows
+from tests.e2e.store_rows import store_rows
 
 pytestmark = pytest.mark.e2e
 

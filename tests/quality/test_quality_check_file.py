@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sisbridge import quality
+from sisbridge import check
 from sisbridge.config import SchoolConfig, Thresholds
 from tests.corpora import CORPORA
 
@@ -41,7 +41,7 @@ def findings_rows(out: Path) -> list[list[str]]:
 def test_an_accepted_file_exits_0_and_writes_the_report(tmp_path, capsys):
     path = write(tmp_path, "FIRST_NAME,LAST_NAME,EMAIL\nAnn,Lee,ann@acme.edu\nBob,Ray,bob@acme.edu\n")
     out = tmp_path / "out"
-    assert quality.check_file(path, quality.default_school_config(), out) == 0
+    assert check.check_file(path, check.default_school_config(), out) == 0
     assert capsys.readouterr().out.splitlines() == [
         "roster.csv: ACCEPTED",
         "school: check (default checks, no --school given); identifier email, duplicates reject_file, "
@@ -61,7 +61,7 @@ def test_an_accepted_file_exits_0_and_writes_the_report(tmp_path, capsys):
 
 def test_without_out_nothing_is_written(tmp_path, capsys):
     path = write(tmp_path, "FIRST_NAME,LAST_NAME,EMAIL\nAnn,Lee,ann@acme.edu\n")
-    assert quality.check_file(path, quality.default_school_config(), None) == 0
+    assert check.check_file(path, check.default_school_config(), None) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["roster.csv", "scratch"]
     assert "report written" not in capsys.readouterr().out
 
@@ -72,7 +72,7 @@ def test_a_repeated_email_in_another_case_rejects_the_file_under_reject_file(tmp
         "FIRST_NAME,LAST_NAME,EMAIL\nAnn,Lee,ann@acme.edu\nBob,Ray,bob@acme.edu\nAnn,Lee,ANN@acme.edu\n",
     )
     out = tmp_path / "out"
-    assert quality.check_file(path, quality.default_school_config(), out) == 1
+    assert check.check_file(path, check.default_school_config(), out) == 1
     assert capsys.readouterr().out.splitlines()[:3] == [
         "roster.csv: REJECTED",
         "school: check (default checks, no --school given); identifier email, duplicates reject_file, "
@@ -97,7 +97,7 @@ def test_a_repeated_email_in_another_case_rejects_the_file_under_reject_file(tmp
 
 
 def test_a_repeated_email_rejects_both_rows_under_reject_rows_and_keeps_the_third(tmp_path, capsys):
-    school = quality.default_school_config().model_copy(
+    school = check.default_school_config().model_copy(
         update={"duplicates": "reject_rows", "thresholds": Thresholds(max_rejected_pct=100)}
     )
     path = write(
@@ -105,7 +105,7 @@ def test_a_repeated_email_rejects_both_rows_under_reject_rows_and_keeps_the_thir
         "FIRST_NAME,LAST_NAME,EMAIL\nAnn,Lee,ann@acme.edu\nBob,Ray,bob@acme.edu\nAnn,Lee,ANN@acme.edu\n",
     )
     out = tmp_path / "out"
-    assert quality.check_file(path, school, out) == 0
+    assert check.check_file(path, school, out) == 0
     assert capsys.readouterr().out.splitlines()[2] == (
         "encoding utf-8; 3 data records: 1 accepted, 2 rejected, 0 with warnings"
     )
@@ -119,7 +119,7 @@ def test_ragged_rows_from_the_loader_count_towards_the_share(tmp_path, capsys):
     records = "".join(f"F{i},L{i},u{i}@acme.edu\n" for i in range(18))
     path = write(tmp_path, f"FIRST_NAME,LAST_NAME,EMAIL\n{records}Cy,Dee\nDi,Eve,di@\n")
     out = tmp_path / "out"
-    assert quality.check_file(path, quality.default_school_config(), out) == 1
+    assert check.check_file(path, check.default_school_config(), out) == 1
     assert [(row[0], row[3]) for row in findings_rows(out)] == [
         ("", "too_many_rejected_rows"),
         ("20", "ragged_row"),
@@ -133,7 +133,7 @@ def test_ragged_rows_from_the_loader_count_towards_the_share(tmp_path, capsys):
 def test_a_file_the_loader_refuses_is_rejected_without_running_the_checks(tmp_path, capsys):
     path = write(tmp_path, "FIRST_NAME,LAST_NAME,EMAIL\n")
     out = tmp_path / "out"
-    assert quality.check_file(path, quality.default_school_config(), out) == 1
+    assert check.check_file(path, check.default_school_config(), out) == 1
     assert [row[3] for row in findings_rows(out)] == ["header_only"]
     assert not (out / "data_docs").exists()
     assert capsys.readouterr().out.startswith("roster.csv: REJECTED\n")
@@ -166,7 +166,7 @@ def test_a_real_school_data_sync_export_passes_with_a_header_mapping(tmp_path, c
     path = tmp_path / "users.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([row[:drop] + row[drop + 1 :] for row in rows])
-    assert quality.check_file(path, school, None) == 0
+    assert check.check_file(path, school, None) == 0
     out = capsys.readouterr().out
     assert "encoding utf-8; 8 data records: 8 accepted, 0 rejected, 0 with warnings" in out
     assert "unknown_column (warning): 4" in out
@@ -190,7 +190,7 @@ def test_check_runs_the_dbt_stage_and_reports_its_warnings(tmp_path, capsys):
     )
     out = tmp_path / "out"
 
-    assert quality.check_file(path, school, out) == 0
+    assert check.check_file(path, school, out) == 0
 
     assert [(row[0], row[3], row[6]) for row in findings_rows(out)] == [
         ("3", "community_unmapped", "Poetry"),
