@@ -1,5 +1,5 @@
-"""The package's modules form no import cycle: no two of them import each other, directly or through
-others, counting the imports made inside functions too."""
+"""The package's layout: no import cycle (no two modules import each other, directly or through
+others, counting the imports made inside functions too), and no module over 600 lines."""
 
 from __future__ import annotations
 
@@ -78,3 +78,10 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones():
 
 def test_no_two_modules_import_each_other():
     assert cycles(import_graph()) == []
+
+
+def test_no_module_of_the_package_is_over_600_lines():
+    paths = PACKAGE.rglob("*.py")
+    sizes = {module_name(path): len(path.read_text(encoding="utf-8").splitlines()) for path in paths}
+
+    assert {name: lines for name, lines in sizes.items() if lines > 600} == {}
