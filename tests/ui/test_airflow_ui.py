@@ -20,17 +20,18 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import lakes
 import pytest
-import sqlalchemy as sa
 
 from sisbridge import demo
 from sisbridge.config import load_school
 from sisbridge.localrun import ensure_dbt_manifest
+from tests.e2e.store_rows import store_rows
 from tests.ui.airflow_stack import ADMIN, make_stack
 from tests.ui.browser import (
     TIMEOUT,
@@ -263,16 +264,9 @@ def approve_in_browser(browser, airflow, dag_id: str, run_id: str) -> None:
 
 
 def store_users(store: Path, school_id: str) -> dict[str, int]:
-    engine = sa.create_engine(f"sqlite:///{store}")
-    with engine.connect() as conn:
-        statuses = dict(
-            conn.execute(
-                sa.text("select status, count(*) from users where school_id = :school group by status"),
-                {"school": school_id},
-            ).fetchall()
-        )
-    engine.dispose()
-    return statuses
+    """The school's users in the store, counted by status."""
+    users, _ = store_rows(f"sqlite:///{store}", school_id)
+    return dict(Counter(user["status"] for user in users))
 
 
 def test_platform_team_approves_a_held_run_and_sees_it_succeed(stack, browser):
