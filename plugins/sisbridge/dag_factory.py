@@ -127,7 +127,7 @@ def _dbt_task_group(school) -> DbtTaskGroup:
             invocation_mode=InvocationMode.SUBPROCESS,
             # The producer runs `dbt build` as a subprocess: Cosmos reads its info-level JSON lines,
             # whereas in-process (dbtRunner) it converts every debug event of every node to JSON,
-            # which cost more than the build itself (docs/scaling.md).
+            # which cost more than the build itself (docs/performance-history.md).
             dbt_executable_path=transform.DBT_EXECUTABLE,
         ),
         render_config=RenderConfig(
