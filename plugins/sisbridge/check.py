@@ -78,7 +78,7 @@ def _check_in_warehouse(path: Path, school: SchoolConfig, out_dir: Path | None):
             transform.record_transform_findings(con, run_id)
             # A check knows nothing of what was applied before, so it has no change set to report.
             con.execute("drop table if exists marts.user_changes")
-            result = dataclasses.replace(result, rows_warned=rows_warned(con, run_id))
+            result = dataclasses.replace(result, rows_warned=quality.rows_warned(con, run_id))
         reason = "; ".join(f.message for f in file_errors) or "accepted; sisbridge check pushes nothing"
         audit.upsert_run(
             con,
@@ -93,15 +93,6 @@ def _check_in_warehouse(path: Path, school: SchoolConfig, out_dir: Path | None):
         if out_dir is not None:
             reports.write_reports(con, school, run_id, Path(out_dir))
     return loaded, result, accepted, findings
-
-
-def rows_warned(con, run_id: str) -> int:
-    """Data lines of a run with at least one warning (header-level warnings are not rows)."""
-    return con.execute(
-        "select count(distinct line_number) from audit.rejected_rows "
-        "where run_id = ? and severity = 'warning' and line_number > 1",
-        [run_id],
-    ).fetchone()[0]
 
 
 def _sha256(path: Path) -> str:

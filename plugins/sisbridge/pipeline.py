@@ -183,17 +183,13 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     and links to the reports, which are written and uploaded now. Otherwise a held run stops as `held` and an
     onboarding review as `dry_run`.
     """
-    from sisbridge import reports, transform
+    from sisbridge import quality, reports, transform
 
     school = school_config(school_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
         transform.record_transform_findings(con, run_id)
         rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
-        rows_warned = con.execute(
-            "select count(distinct line_number) from audit.rejected_rows "
-            "where run_id = ? and severity = 'warning' and line_number is not null",
-            [run_id],
-        ).fetchone()[0]
+        rows_warned = quality.rows_warned(con, run_id)
         approved = audit.auto_sync_approval(con) is not None
         decision = guards.evaluate(con, school, auto_sync_approved=approved)
         fields = {"rows_accepted": rows_accepted, "rows_warned": rows_warned, **decision.counts.as_audit()}

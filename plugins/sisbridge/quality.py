@@ -454,12 +454,6 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
     earlier = _earlier_findings(con, run_id)
     rejected_lines = {f.line_number for f in row_findings if _is_row_error(f.line_number, f.severity, f.rule)}
     rejected_lines |= {line for _, line, severity, rule in earlier if _is_row_error(line, severity, rule)}
-    warned_lines = {f.line_number for f in row_findings if f.severity == "warning"}
-    warned_lines |= {line for _, line, severity, _ in earlier if severity == "warning" and line}
-    # Only data records count: a warning on the header or on a skipped blank line is not a row's.
-    warned_lines &= _data_lines(con, warned_lines)
-    warned_lines -= rejected_lines
-
     limit = school.thresholds.max_rejected_pct
     if rows_in_file and len(rejected_lines) * 100 > limit * rows_in_file:
         share = 100 * len(rejected_lines) / rows_in_file
@@ -477,26 +471,41 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
         # would render the index (and compile its templates) once per suite.
         context.build_data_docs(site_names=["run_report"])
     audit.record_findings(con, run_id, STAGE, [*file_errors, *row_findings])
+    warned = rows_warned(con, run_id)
     if audit.get_run(con, run_id) is not None:
-        audit.upsert_run(con, run_id, rows_rejected=len(rejected_lines), rows_warned=len(warned_lines))
+        audit.upsert_run(con, run_id, rows_rejected=len(rejected_lines), rows_warned=warned)
     docs = report_dir / "data_docs" / "index.html" if report_dir is not None else None
     return QualityResult(
         accepted=not file_errors,
         file_errors=tuple(file_errors),
         row_findings=tuple(row_findings),
         rows_rejected=len(rejected_lines),
-        rows_warned=len(warned_lines),
+        rows_warned=warned,
         data_docs=docs if docs is not None and docs.is_file() else None,
     )
 
 
-def _data_lines(con, lines: set[int]) -> set[int]:
-    """Those of `lines` that hold a loaded data record."""
-    rows = con.execute(
-        "select line_number from raw.roster where line_number in (select unnest($lines::integer []))",
-        {"lines": sorted(lines)},
-    ).fetchall()
-    return {line for (line,) in rows}
+def rows_warned(con, run_id: str) -> int:
+    """The run's data records with a warning and no row error, over every stage recorded so far.
+
+    The one definition of `rows_warned`: the gate, the guard (after dbt's warnings) and `sisbridge
+    check` all count with it. A warning on the header or on a skipped blank line is not a row's, and a
+    row that an error rejects is counted as rejected, not as warned.
+    """
+    file_rules = sorted(FILE_RULES)
+    return con.execute(
+        f"""
+        select count(distinct line_number) from audit.rejected_rows
+        where run_id = $run and severity = 'warning'
+          and line_number in (select line_number from raw.roster)
+          and line_number not in (
+              select line_number from audit.rejected_rows
+              where run_id = $run and severity = 'error' and line_number > 1
+                and rule not in ({", ".join(f"'{rule}'" for rule in file_rules)})
+          )
+        """,
+        {"run": run_id},
+    ).fetchone()[0]
 
 
 def _rows_in_file(con, loaded: int) -> int:

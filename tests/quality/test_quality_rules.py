@@ -349,3 +349,31 @@ def test_a_warning_on_a_skipped_blank_line_is_not_a_warned_row(con, acme, build_
     blank = Finding(rule="blank_line", message="line 3 is empty", severity="warning", line_number=3)
     audit.record_findings(con, "r1", "load", [blank])
     assert quality.validate(con, acme, "r1").rows_warned == 0
+
+
+def test_rows_warned_counts_data_rows_with_a_warning_and_no_row_error(con, acme, build_raw):
+    """One definition for the gate, the guard and `sisbridge check`: a header warning (an unknown
+    column), a warning on a line with no record and a warning on a rejected row are not warned rows."""
+    build_raw(con, acme, HEADER, [*ok_rows(3)])
+    audit.record_findings(
+        con,
+        "r1",
+        "load",
+        [
+            Finding("unknown_column", "line 1: NICKNAME is ignored", "warning", 1),
+            Finding("blank_line", "line 9: skipped", "warning", 9),
+        ],
+    )
+    audit.record_findings(
+        con,
+        "r1",
+        "transform",
+        [
+            Finding("graduation_unparseable", "line 2", "warning", 2),
+            Finding("graduation_unparseable", "line 3", "warning", 3),
+            Finding("user_type_unmapped", "line 3", "warning", 3),
+        ],
+    )
+    audit.record_findings(con, "r1", "identity", [Finding("identity_email_taken", "line 3", "error", 3)])
+
+    assert quality.rows_warned(con, "r1") == 1
