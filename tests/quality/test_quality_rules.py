@@ -355,25 +355,19 @@ def test_rows_warned_counts_data_rows_with_a_warning_and_no_row_error(con, acme,
     """One definition for the gate, the guard and `sisbridge check`: a header warning (an unknown
     column), a warning on a line with no record and a warning on a rejected row are not warned rows."""
     build_raw(con, acme, HEADER, [*ok_rows(3)])
-    audit.record_findings(
-        con,
-        "r1",
-        "load",
-        [
+    findings = {
+        "load": [
             Finding("unknown_column", "line 1: NICKNAME is ignored", "warning", 1),
             Finding("blank_line", "line 9: skipped", "warning", 9),
         ],
-    )
-    audit.record_findings(
-        con,
-        "r1",
-        "transform",
-        [
+        "transform": [
             Finding("graduation_unparseable", "line 2", "warning", 2),
             Finding("graduation_unparseable", "line 3", "warning", 3),
             Finding("user_type_unmapped", "line 3", "warning", 3),
         ],
-    )
-    audit.record_findings(con, "r1", "identity", [Finding("identity_email_taken", "line 3", "error", 3)])
+        "identity": [Finding("identity_email_taken", "line 3", "error", 3)],
+    }
+    for stage, stage_findings in findings.items():
+        audit.record_findings(con, "r1", stage, stage_findings)
 
     assert quality.rows_warned(con, "r1") == 1
