@@ -73,6 +73,7 @@ def test_the_schema_is_created_once_and_a_second_open_commits_nothing(con):
     ).fetchall()
     assert tables == [
         ("audit.applied_changes",),
+        ("audit.auto_sync_approvals",),
         ("audit.rejected_rows",),
         ("audit.sync_runs",),
         ("state.applied_memberships",),
