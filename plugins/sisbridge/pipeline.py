@@ -222,11 +222,18 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     return Outcome(status="held", reason=reason, counts=decision.counts.as_audit(), approval=request)
 
 
+def _details(run: dict) -> dict:
+    """The run's `details` JSON (what the stages noted: drift, stale file, the review) as a dict."""
+    return json.loads(run["details"]) if run["details"] else {}
+
+
+def _is_onboarding_review(run: dict) -> bool:
+    return _details(run).get("review_kind") == review.ONBOARDING_KIND
+
+
 def _merge_details(con, run_id: str, **entries) -> None:
     """Add entries to the run's `details` JSON without losing what other stages put there."""
-    current = audit.get_run(con, run_id)["details"]
-    details = json.loads(current) if current else {}
-    audit.upsert_run(con, run_id, details={**details, **entries})
+    audit.upsert_run(con, run_id, details={**_details(audit.get_run(con, run_id)), **entries})
 
 
 def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -> Outcome:
@@ -245,8 +252,8 @@ def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -
             # No longer held: a failing push must end the run as failed, not as held.
             audit.upsert_run(con, run_id, status="running", status_reason=None)
             _merge_details(con, run_id, review=outcome[1])
-            details = json.loads(audit.get_run(con, run_id)["details"] or "{}")
-        if outcome[0] and details.get("review_kind") == "onboarding":
+            onboarding = _is_onboarding_review(audit.get_run(con, run_id))
+        if outcome[0] and onboarding:
             enables_auto_sync = review.reviewer(answer)
     # The snapshot step needs dbt: importing it overlaps with the push, which mostly waits on I/O.
     transform.import_dbt_in_background()
@@ -325,7 +332,7 @@ def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -
             elif run["status"] == "held" and (outcome := review.review_outcome(answer, school)) is not None:
                 if not outcome[0]:
                     reason = outcome[1]
-                    if json.loads(run["details"] or "{}").get("review_kind") == "onboarding":
+                    if _is_onboarding_review(run):
                         reason += f"; {school.name} stays in onboarding review"
                     audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=reason)
                     _merge_details(con, run_id, review=reason)
@@ -370,7 +377,7 @@ def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) 
 
 def _add_safety_to_summary(summary_path, run: dict) -> None:
     """Put the schema drift, stale file and review outcome of the run into its summary.json."""
-    details = json.loads(run["details"]) if run["details"] else {}
+    details = _details(run)
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     summary["safety"] = {key: details.get(key) for key in ("schema_drift", "stale_file", "review")}
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
