@@ -159,7 +159,8 @@ def _load_rows(con, scanned: ScannedFile, school: SchoolConfig, columns: list) -
     return int(good.sum()), findings
 
 
-_RAW_TABLES = f"""
+# The raw tables, replaced on every load (docs/architecture.md, `raw`); tests build them with it too.
+RAW_TABLES = f"""
 create schema if not exists raw;
 create or replace table raw.roster (
     line_number integer, {", ".join(f"{column} varchar" for column in RAW_COLUMNS.values())}
@@ -251,7 +252,7 @@ def load_file(
     """
     path = Path(path)
     name = file_name or path.name
-    con.execute(_RAW_TABLES)
+    con.execute(RAW_TABLES)
     meta = {"file_key": name, "file_bytes": path.stat().st_size, **(file_meta or {})}
     header, rows_in_file, rows_loaded, rejected = (), 0, 0, True
     try:

@@ -14,7 +14,9 @@ import pytest
 from sisbridge import audit, warehouse
 from sisbridge.audit import utcnow
 from sisbridge.config import SchoolConfig
+from sisbridge.loading import RAW_COLUMNS
 from sisbridge.transform import record_transform_findings, run_build, run_snapshot, write_config_tables
+from tests.raw_tables import fill_raw
 
 ROSTER_COLUMNS = (
     "first_name",
@@ -74,46 +76,24 @@ def load_week(
 
     Each record is a dict of roster columns plus community columns (PROGRAM, AFFINITY) as file cells.
     """
+    # The file's header: HEADER's columns, plus any other roster column a record has (as the file's
+    # own name), then the community columns.
+    extra = [c for c in ROSTER_COLUMNS if c not in HEADER and any(c in record for record in records)]
+    columns = [c for c in ROSTER_COLUMNS if c in HEADER or c in extra]
+    community_columns = [c.column for c in school.communities]
+    header = [HEADER.get(c, c.upper()) for c in columns] + [column.title() for column in community_columns]
+    by_raw_column = {raw: name for name, raw in RAW_COLUMNS.items()}
+    canonical = [by_raw_column[c] for c in columns] + community_columns
+    rows = [[record.get(c, "") for c in [*columns, *community_columns]] for record in records]
     with open_warehouse(school) as con, audit.transaction(con):
-        con.execute("create schema if not exists raw")
-        con.execute(
-            "create or replace table raw.roster (line_number integer, "
-            + ", ".join(f"{column} varchar" for column in ROSTER_COLUMNS)
-            + ")"
-        )
-        con.execute(
-            "create or replace table raw.roster_communities "
-            "(line_number integer, column_name varchar, raw_value varchar)"
-        )
-        con.execute(
-            "create or replace table raw.file_columns "
-            "(position integer, source_name varchar, canonical_name varchar, kind varchar)"
-        )
-        con.execute(
-            "create or replace table raw.file (run_id varchar, school_id varchar, file_key varchar, "
-            "file_version_id varchar, file_etag varchar, file_sha256 varchar, file_bytes bigint, "
-            "file_encoding varchar, rows_in_file bigint)"
-        )
-        community_columns = [c.column for c in school.communities]
-        for line, record in enumerate(records, start=2):
-            con.execute(
-                f"insert into raw.roster values ({', '.join('?' for _ in range(len(ROSTER_COLUMNS) + 1))})",
-                [line, *(record.get(column, "") for column in ROSTER_COLUMNS)],
-            )
-            for column in community_columns:
-                con.execute(
-                    "insert into raw.roster_communities values (?, ?, ?)",
-                    [line, column, record.get(column, "")],
-                )
-        header = [(HEADER[c], c.upper(), "standard") for c in ROSTER_COLUMNS if c in HEADER]
-        header += [(column.title(), column, "community") for column in community_columns]
-        con.executemany(
-            "insert into raw.file_columns values (?, ?, ?, ?)",
-            [(position, *column) for position, column in enumerate(header, start=1)],
-        )
-        con.execute(
-            "insert into raw.file values (?, ?, 'roster.csv', 'v1', 'etag', 'sha', 100, 'utf-8', ?)",
-            [run_id, school.school_id, len(records)],
+        fill_raw(
+            con,
+            school,
+            header,
+            rows,
+            run_id,
+            canonical=canonical,
+            file_meta={"file_version_id": "v1", "file_etag": "etag", "file_sha256": "sha", "file_bytes": 100},
         )
         write_config_tables(con, school)
         audit.record_findings(

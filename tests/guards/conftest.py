@@ -6,16 +6,15 @@ import duckdb
 import pytest
 
 from sisbridge import audit
-from tests.guards.guard_helpers import RAW_COLUMNS
+from sisbridge.loading import RAW_TABLES
 
 
 @pytest.fixture
 def con(tmp_path):
     connection = duckdb.connect(str(tmp_path / "harbor.duckdb"))
     audit.ensure_schema(connection)
-    connection.execute("create schema raw; create schema marts")
-    columns = ", ".join(f"{c} varchar" for c in RAW_COLUMNS[1:])
-    connection.execute(f"create table raw.roster (line_number integer, {columns})")
+    connection.execute(RAW_TABLES)
+    connection.execute("create schema marts")
     connection.execute(
         "create table marts.user_changes (change_id varchar, external_id varchar, change_type varchar, "
         "field varchar, old_value varchar, new_value varchar, line_number integer)"

@@ -4,19 +4,6 @@ from __future__ import annotations
 
 from sisbridge.config import SchoolConfig
 
-RAW_COLUMNS = (
-    "line_number",
-    "first_name",
-    "last_name",
-    "email",
-    "user_id",
-    "user_login",
-    "graduation",
-    "stakeholders",
-    "email_opt_out",
-    "delete_flag",
-)
-
 
 def school(**overrides) -> SchoolConfig:
     settings = {
