@@ -1,13 +1,13 @@
 """`raw.*` written as the loader writes them, for the tests of what reads them (the gate, dbt, the guard).
 
 The tables come from the loader's own DDL (`sisbridge.loading.RAW_TABLES`) and the cells go to its
-columns by canonical name (`sisbridge.loading.RAW_COLUMNS`), so the tests cannot drift from the loader.
+columns by canonical name (`sisbridge.config.RAW_COLUMNS`), so the tests cannot drift from the loader.
 """
 
 from __future__ import annotations
 
-from sisbridge.config import STANDARD_COLUMNS, SchoolConfig
-from sisbridge.loading import RAW_COLUMNS, RAW_TABLES
+from sisbridge.config import RAW_COLUMNS, STANDARD_COLUMNS, SchoolConfig
+from sisbridge.loading import RAW_TABLES
 
 
 def _kind(school: SchoolConfig, canonical: str) -> str:

@@ -312,6 +312,11 @@ def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
     return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
+def run_details(run: dict | None) -> dict:
+    """A run's `details` JSON (what the stages noted: drift, stale file, the review) as a dict."""
+    return json.loads(run["details"]) if run and run["details"] else {}
+
+
 def record_findings(
     con: duckdb.DuckDBPyConnection, run_id: str, stage: str, findings: Iterable[Finding]
 ) -> int:

@@ -37,6 +37,8 @@ STANDARD_COLUMNS = (
     # raw.roster's other columns keep their places.
     "USER_TYPE",
 )
+# raw.roster's column for each standard header (DELETE is a reserved word in SQL).
+RAW_COLUMNS = {name: ("delete_flag" if name == "DELETE" else name.lower()) for name in STANDARD_COLUMNS}
 # The primary community column, built in: without a `communities` entry of its own, its values are
 # communities of this group (unless another column of the school already feeds the group).
 BUILTIN_COMMUNITY_COLUMN, BUILTIN_COMMUNITY_GROUP = "PROGRAM", "Career Communities"

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from sisbridge.audit import Finding
-from sisbridge.config import STANDARD_COLUMNS, SchoolConfig
+from sisbridge.config import RAW_COLUMNS, STANDARD_COLUMNS, SchoolConfig
 from sisbridge.scanning import (
     FileRejected,
     ScannedFile,
@@ -40,9 +40,6 @@ RULES = {
     "blank_line": "An empty line between records is skipped (warning).",
     "ragged_row": "A record has a different number of fields than the header; the row is rejected.",
 }
-
-# raw.roster's column for each standard header (DELETE is a reserved word in SQL).
-RAW_COLUMNS = {name: ("delete_flag" if name == "DELETE" else name.lower()) for name in STANDARD_COLUMNS}
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,18 @@
 """What each task of a school's DAG does, one function per task.
 
-Each function opens the school's warehouse (its DuckLake, sisbridge.warehouse), runs its stage,
-records the outcome in `audit.sync_runs` and returns a small `Outcome` (XCom-sized: ids and counts,
-never data). A stage that ends the run early returns `stop=True`; the DAG turns that into a skip,
-and `finalize` still writes the audit row and reports.
+Each function opens the school's warehouse (its DuckLake, sisbridge.warehouse), runs its stages
+(`sisbridge.stages`, which `sisbridge check` composes too), records each stage's result, and returns
+a small `Outcome` (XCom-sized: ids and counts, never data). A stage that ends the run early returns
+`stop=True`; the DAG turns that into a skip, and `finalize` still writes the audit row and reports.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from sisbridge import audit, fleet, guards, landing, review
+from sisbridge import audit, fleet, guards, landing, review, stages
 from sisbridge.config import (
     SchoolConfig,
     config_sha256,
@@ -44,10 +43,10 @@ def school_config(school_id: str) -> SchoolConfig:
     return load_school(schools_dir() / f"{safe_component(school_id)}.yaml")
 
 
-def _stop(con, run_id: str, status: str, reason: str, **fields) -> Outcome:
-    audit.upsert_run(con, run_id, status=status, status_reason=reason, **fields)
-    log.info("Run %s ends as %s: %s", run_id, status, reason)
-    return Outcome(stop=True, status=status, reason=reason)
+def _outcome(result: stages.StageResult) -> Outcome:
+    if result.stop:
+        return Outcome(stop=True, status=result.status, reason=result.reason)
+    return Outcome(counts=result.counts)
 
 
 def landing_dir(school_id: str, run_id: str):
@@ -65,14 +64,7 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
     s3 = s3 or landing.s3_client(school)
     config_hash = config_sha256(school)
     with audit.warehouse(school_id) as con:
-        audit.upsert_run(
-            con,
-            run_id,
-            school_id=school_id,
-            started_at=audit.utcnow(),
-            status="running",
-            config_sha256=config_hash,
-        )
+        stages.start(con, school, run_id, config_sha256=config_hash)
         with audit.transaction(con):
             outcome = _load(con, school, run_id, sensed, s3, force, config_hash)
     shutil.rmtree(landing_dir(school_id, run_id), ignore_errors=True)
@@ -80,9 +72,7 @@ def load_raw(school_id: str, run_id: str, sensed: dict | None, s3=None, force: b
 
 
 def _load(con, school: SchoolConfig, run_id: str, sensed: dict | None, s3, force: bool, config_hash: str):
-    """`load_raw`'s writes, inside its one transaction."""
-    from sisbridge import loading, transform
-
+    """`load_raw`'s stages (pin, load, drift), inside its one transaction."""
     school_id, bucket, key = school.school_id, school.s3.bucket, school.s3.key
     last = landing.last_processed_file(con, before_run=run_id)
     read_again = _read_again(last, config_hash, force)
@@ -98,37 +88,28 @@ def _load(con, school: SchoolConfig, run_id: str, sensed: dict | None, s3, force
             known=None if read_again else last,
         )
     except landing.FileTooLarge as exc:
-        audit.record_findings(con, run_id, "load", [exc.finding])
-        return _stop(con, run_id, "rejected", exc.finding.message, file_key=key)
-    audit.upsert_run(con, run_id, **pinned.audit_fields())
-    if last is not None and last["file_sha256"] == pinned.sha256:
-        if not read_again:
-            since, runs = landing.unchanged_since(con, pinned.sha256)
-            reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
-            return _stop(con, run_id, "unchanged", reason)
+        too_large = stages.ended(
+            stages.LOAD_STAGE, "rejected", exc.finding.message, [exc.finding], file_key=key
+        )
+        return _outcome(stages.record(con, run_id, too_large))
+    pin = stages.StageResult("pin", None, pinned.audit_fields())
+    if read_again and last is not None and last["file_sha256"] == pinned.sha256:
         log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
-        _merge_details(con, run_id, read_again=read_again)
-    result = loading.load_file(
-        pinned.local_path, school, con, file_name=key, run_id=run_id, file_meta=pinned.audit_fields()
-    )
-    audit.record_findings(con, run_id, "load", result.findings)
-    audit.upsert_run(
+        pin = replace(pin, details={"read_again": read_again})
+    stages.record(con, run_id, pin)
+    if not read_again and last is not None and last["file_sha256"] == pinned.sha256:
+        # Counted with this run's pinned file.
+        since, runs = landing.unchanged_since(con, pinned.sha256)
+        reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
+        return _outcome(stages.record(con, run_id, stages.ended("unchanged", "unchanged", reason)))
+    loaded = stages.record(
         con,
         run_id,
-        file_encoding=result.encoding,
-        header_columns=list(result.header),
-        rows_in_file=result.rows_in_file,
+        stages.load(con, school, run_id, pinned.local_path, file_name=key, file_meta=pinned.audit_fields()),
     )
-    if result.rejected:
-        first_error = next(f for f in result.findings if f.severity == "error")
-        return _stop(con, run_id, "rejected", first_error.message, rows_accepted=0)
-    drift = guards.schema_drift(school, result.header, guards.previous_header(con, run_id), key)
-    audit.record_findings(con, run_id, guards.DRIFT_STAGE, [drift] if drift else [])
-    if drift is not None:
-        log.warning("Schema drift: %s", drift.message)
-        _merge_details(con, run_id, schema_drift=drift.value)
-    transform.write_config_tables(con, school)
-    return Outcome(counts={"rows_in_file": result.rows_in_file, "rows_loaded": result.rows_loaded})
+    if not loaded.stop:
+        stages.record(con, run_id, stages.drift(con, school, run_id, loaded.fields["header_columns"], key))
+    return _outcome(loaded)
 
 
 def _read_again(last: dict | None, config_hash: str, force: bool) -> str | None:
@@ -147,32 +128,22 @@ def validate(school_id: str, run_id: str, s3=None) -> Outcome:
     The Data Docs it renders go to the school's bucket from here: `finalize` may run on another
     worker, whose disk never had them.
     """
-    from sisbridge import quality, reports
+    from sisbridge import reports
 
     school = school_config(school_id)
     out_dir = reports_dir(school_id, run_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
         # Recorded first, so the quality gate counts these row errors in max_rejected_pct.
-        identity = guards.identity_findings(con, school, school.s3.key)
-        audit.record_findings(con, run_id, guards.IDENTITY_STAGE, identity)
-        result = quality.validate(con, school, run_id, report_dir=out_dir)
+        stages.record(con, run_id, stages.identity(con, school, school.s3.key))
+        gate = stages.record(con, run_id, stages.gate(con, school, run_id, report_dir=out_dir))
         log.info("%s", reports.log_summary(audit.findings_of_run(con, run_id)))
-        counts = {"rows_rejected": result.rows_rejected, "rows_warned": result.rows_warned}
-        audit.upsert_run(con, run_id, **counts)
-        if result.accepted:
-            outcome = Outcome(counts=counts)
-        else:
-            reason = "; ".join(f.message for f in result.file_errors)
-            outcome = _stop(con, run_id, "rejected", reason, rows_accepted=0)
     _upload_reports(reports.data_docs_files(out_dir), school, run_id, out_dir, s3)
-    return outcome
+    return _outcome(gate)
 
 
 def transform(school_id: str, run_id: str) -> None:
     """`dbt build` of the school's models and data tests (the DAG's one-task transform)."""
-    from sisbridge import transform as dbt_transform
-
-    dbt_transform.run_build(school_config(school_id), run_id)
+    stages.build(school_config(school_id), run_id)
 
 
 def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) -> Outcome:
@@ -183,31 +154,22 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     and links to the reports, which are written and uploaded now. Otherwise a held run stops as `held` and an
     onboarding review as `dry_run`.
     """
-    from sisbridge import quality, reports, transform
+    from sisbridge import reports
 
     school = school_config(school_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
-        transform.record_transform_findings(con, run_id)
-        rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
-        rows_warned = quality.rows_warned(con, run_id)
+        stages.record(con, run_id, stages.built(con, run_id))
         approved = audit.auto_sync_approval(con) is not None
         decision = guards.evaluate(con, school, auto_sync_approved=approved)
-        fields = {"rows_accepted": rows_accepted, "rows_warned": rows_warned, **decision.counts.as_audit()}
-        audit.upsert_run(con, run_id, guard_reasons=list(decision.reasons), **fields)
-        if decision.action == guards.DRY_RUN or (decision.action == guards.REVIEW and not interactive):
-            return _stop(con, run_id, "dry_run", decision.reasons[0])
-        if decision.action == guards.HOLD and not interactive:
-            return _stop(con, run_id, "held", "; ".join(decision.reasons))
-        if decision.action in (guards.HOLD, guards.REVIEW):
-            kind = review.ONBOARDING_KIND if decision.action == guards.REVIEW else review.HOLD_KIND
-            reason = "waiting for a reviewer: " + "; ".join(decision.reasons)
-            audit.upsert_run(con, run_id, status="held", status_reason=reason)
-            _merge_details(con, run_id, review_kind=kind)
-            sample = review.change_sample(con)
-            out_dir = reports_dir(school_id, run_id)
-            paths = reports.write_reports(con, school, run_id, out_dir)
-    if decision.action == guards.PUSH:
-        return Outcome(counts=decision.counts.as_audit())
+        result = stages.record(con, run_id, _guard_result(decision, interactive))
+        if result.stop:
+            return _outcome(result)
+        if result.status is None:  # the change set goes to the store
+            return Outcome(counts=decision.counts.as_audit())
+        kind = result.details["review_kind"]
+        sample = review.change_sample(con)
+        out_dir = reports_dir(school_id, run_id)
+        paths = reports.write_reports(con, school, run_id, out_dir)
     keys = _upload_reports(paths, school, run_id, out_dir, s3)
     uploaded = {key.rsplit("/", 1)[-1] for key in keys}
     links = {
@@ -219,21 +181,26 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     request = review.approval_request(
         school, run_id, decision.counts, decision.reasons, links, kind=kind, sample=sample
     )
-    return Outcome(status="held", reason=reason, counts=decision.counts.as_audit(), approval=request)
+    return Outcome(status="held", reason=result.reason, counts=decision.counts.as_audit(), approval=request)
 
 
-def _details(run: dict) -> dict:
-    """The run's `details` JSON (what the stages noted: drift, stale file, the review) as a dict."""
-    return json.loads(run["details"]) if run["details"] else {}
+def _guard_result(decision: guards.GuardDecision, interactive: bool) -> stages.StageResult:
+    """The guard's decision as a stage result: push, end the run, or wait for a reviewer."""
+    fields = {"guard_reasons": list(decision.reasons), **decision.counts.as_audit()}
+    result = stages.StageResult("guard", None, fields)
+    if decision.action == guards.DRY_RUN or (decision.action == guards.REVIEW and not interactive):
+        return replace(result, status="dry_run", reason=decision.reasons[0], stop=True)
+    if decision.action == guards.HOLD and not interactive:
+        return replace(result, status="held", reason="; ".join(decision.reasons), stop=True)
+    if decision.action in (guards.HOLD, guards.REVIEW):
+        kind = review.ONBOARDING_KIND if decision.action == guards.REVIEW else review.HOLD_KIND
+        reason = "waiting for a reviewer: " + "; ".join(decision.reasons)
+        return replace(result, status="held", reason=reason, details={"review_kind": kind})
+    return result
 
 
 def _is_onboarding_review(run: dict) -> bool:
-    return _details(run).get("review_kind") == review.ONBOARDING_KIND
-
-
-def _merge_details(con, run_id: str, **entries) -> None:
-    """Add entries to the run's `details` JSON without losing what other stages put there."""
-    audit.upsert_run(con, run_id, details={**_details(audit.get_run(con, run_id)), **entries})
+    return audit.run_details(run).get("review_kind") == review.ONBOARDING_KIND
 
 
 def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -> Outcome:
@@ -250,8 +217,8 @@ def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -
     if outcome is not None:
         with audit.warehouse(school_id) as con, audit.transaction(con):
             # No longer held: a failing push must end the run as failed, not as held.
-            audit.upsert_run(con, run_id, status="running", status_reason=None)
-            _merge_details(con, run_id, review=outcome[1])
+            released = stages.StageResult("approve", None, details={"review": outcome[1]}, status="running")
+            stages.record(con, run_id, released)
             onboarding = _is_onboarding_review(audit.get_run(con, run_id))
         if outcome[0] and onboarding:
             enables_auto_sync = review.reviewer(answer)
@@ -264,7 +231,7 @@ def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -
     transform.run_snapshot(school, run_id)
     counts = {key: getattr(result, key) for key in guards.COUNT_KEYS}
     with audit.warehouse(school_id) as con, audit.transaction(con):
-        audit.upsert_run(con, run_id, status="succeeded", status_reason=None, **counts)
+        stages.record(con, run_id, stages.StageResult("push", None, counts, status="succeeded"))
         if enables_auto_sync is not None:
             approved_by, approved_at = enables_auto_sync[0], _timestamp(enables_auto_sync[1])
             audit.record_auto_sync_approval(con, run_id, approved_by, approved_at)
@@ -308,42 +275,16 @@ def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -
         # by run).
         with audit.transaction(con, run_id=run_id, message=f"run {run_id} of {school_id} finished"):
             run = audit.get_run(con, run_id)
-            if run is None:
-                reason = (
-                    f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
-                    "the school has not uploaded a roster"
-                )
-                log.warning("Stale file: %s: %s", school_id, reason)
-                audit.upsert_run(
-                    con,
-                    run_id,
-                    school_id=school_id,
-                    started_at=audit.utcnow(),
-                    status="unchanged",
-                    status_reason=reason,
-                )
-            elif run["status"] == "running":
-                audit.upsert_run(
-                    con,
-                    run_id,
-                    status="failed",
-                    status_reason=run["status_reason"] or "a task of the run failed; see the Airflow log",
-                )
-            elif run["status"] == "held" and (outcome := review.review_outcome(answer, school)) is not None:
-                if not outcome[0]:
-                    reason = outcome[1]
-                    if _is_onboarding_review(run):
-                        reason += f"; {school.name} stays in onboarding review"
-                    audit.upsert_run(con, run_id, status="rejected_by_reviewer", status_reason=reason)
-                    _merge_details(con, run_id, review=reason)
+            stages.record(con, run_id, _closing(run, school, answer))
+            # Counted with this run's closing status.
             stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
             if stale is not None:
                 log.warning("Stale file: %s", stale)
-                _merge_details(con, run_id, stale_file=stale)
-            audit.upsert_run(con, run_id, finished_at=audit.utcnow())
+                stages.record(
+                    con, run_id, stages.StageResult("stale_file", None, details={"stale_file": stale})
+                )
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)
-        _add_safety_to_summary(paths[0], run)
     _upload_reports(paths, school, run_id, out_dir, s3)
     log.info(
         "Run %s of %s: %s (%s). Reports: %s",
@@ -355,6 +296,31 @@ def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -
     )
     summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
     return {**summary, review.STALE_XCOM_FIELD: stale}
+
+
+def _closing(run: dict | None, school: SchoolConfig, answer: dict | None) -> stages.StageResult:
+    """How `finalize` closes the run: the status it ends with (when not already final) and its finish time."""
+    fields = {"finished_at": audit.utcnow()}
+    if run is None:
+        reason = (
+            f"no file at s3://{school.s3.bucket}/{school.s3.key} by the sensor's timeout; "
+            "the school has not uploaded a roster"
+        )
+        log.warning("Stale file: %s: %s", school.school_id, reason)
+        fields |= {"school_id": school.school_id, "started_at": audit.utcnow()}
+        return stages.StageResult("finalize", None, fields, status="unchanged", reason=reason)
+    if run["status"] == "running":
+        reason = run["status_reason"] or "a task of the run failed; see the Airflow log"
+        return stages.StageResult("finalize", None, fields, status="failed", reason=reason)
+    outcome = review.review_outcome(answer, school) if run["status"] == "held" else None
+    if outcome is not None and not outcome[0]:
+        reason = outcome[1]
+        if _is_onboarding_review(run):
+            reason += f"; {school.name} stays in onboarding review"
+        return stages.StageResult(
+            "finalize", None, fields, details={"review": reason}, status="rejected_by_reviewer", reason=reason
+        )
+    return stages.StageResult("finalize", None, fields)
 
 
 def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> list[str]:
@@ -373,11 +339,3 @@ def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) 
     except Exception as exc:  # the reports are on disk; a school-bucket hiccup must not fail the run
         log.warning("Could not upload the reports to s3://%s/sisbridge-reports/: %s", school.s3.bucket, exc)
         return []
-
-
-def _add_safety_to_summary(summary_path, run: dict) -> None:
-    """Put the schema drift, stale file and review outcome of the run into its summary.json."""
-    details = _details(run)
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    summary["safety"] = {key: details.get(key) for key in ("schema_drift", "stale_file", "review")}
-    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

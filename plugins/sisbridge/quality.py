@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from sisbridge import audit, normalize
 from sisbridge.audit import Finding
-from sisbridge.config import PROJECT_ROOT, SchoolConfig, normalize_header, safe_component
+from sisbridge.config import PROJECT_ROOT, RAW_COLUMNS, SchoolConfig, normalize_header, safe_component
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 SUITES = ("file_structure", "required_values", "uniqueness")
@@ -51,8 +51,6 @@ _ROW_RULE_COLUMNS = {
     "first_name_blank": "FIRST_NAME",
     "last_name_blank": "LAST_NAME",
 }
-# raw.roster's column for each standard header (DELETE is a reserved word in SQL).
-_RAW_COLUMNS = {"DELETE": "delete_flag"}
 # The uniqueness keys as raw.roster expressions (sisbridge.normalize): the same keys dbt builds users by.
 _KEYS = {f"{kind}_key": normalize.key_sql(kind, kind) for kind in normalize.KINDS}
 # The shape of an address the SQL fast path accepts without email-validator (see `emails_to_check`):
@@ -88,10 +86,6 @@ def email_problem(value: str) -> str | None:
 def load_suite(name: str) -> dict:
     """One suite from `expectations/<name>.json` as a plain dict (GX's own suite JSON shape)."""
     return json.loads((EXPECTATIONS_DIR / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def _raw_column(canonical: str) -> str:
-    return _RAW_COLUMNS.get(canonical, canonical.lower())
 
 
 def _header_labels(con) -> dict[str, str]:
@@ -165,7 +159,7 @@ def _roster_frame(con, school: SchoolConfig):
     """
     problems = {value: email_problem(value) for value in emails_to_check(con)}
     invalid = [value for value, problem in problems.items() if problem]
-    identifier = _raw_column(school.identifier_column)
+    identifier = RAW_COLUMNS[school.identifier_column]
     frame = con.execute(
         f"""
         with roster as (
@@ -212,7 +206,7 @@ def _roster_frame(con, school: SchoolConfig):
 def _line_values(con, school: SchoolConfig, lines: list[int]) -> dict[int, dict]:
     """The failing lines' raw values by standard column name, their trimmed EMAIL and identifier, and
     their compared keys: what the messages quote."""
-    identifier = _raw_column(school.identifier_column)
+    identifier = RAW_COLUMNS[school.identifier_column]
     keys = ", ".join(f"{value} as {key}" for key, value in _KEYS.items())
     cursor = con.execute(
         f"""
@@ -415,7 +409,8 @@ def _is_row_error(line_number: int | None, severity: str, rule: str) -> bool:
 def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None = None) -> QualityResult:
     """Run the GX suites over `raw.*`, record the findings (stage `quality`) and return the verdict.
 
-    With `report_dir`, the GX Data Docs of this validation are written to `report_dir/data_docs/`.
+    The run's counts are the caller's to record (`sisbridge.stages.gate`). With `report_dir`, the GX
+    Data Docs of this validation are written to `report_dir/data_docs/`.
     """
     audit.ensure_schema(con)
     if report_dir is not None:
@@ -472,8 +467,6 @@ def validate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None 
         context.build_data_docs(site_names=["run_report"])
     audit.record_findings(con, run_id, STAGE, [*file_errors, *row_findings])
     warned = rows_warned(con, run_id)
-    if audit.get_run(con, run_id) is not None:
-        audit.upsert_run(con, run_id, rows_rejected=len(rejected_lines), rows_warned=warned)
     docs = report_dir / "data_docs" / "index.html" if report_dir is not None else None
     return QualityResult(
         accepted=not file_errors,
@@ -492,19 +485,18 @@ def rows_warned(con, run_id: str) -> int:
     check` all count with it. A warning on the header or on a skipped blank line is not a row's, and a
     row that an error rejects is counted as rejected, not as warned.
     """
-    file_rules = sorted(FILE_RULES)
     return con.execute(
-        f"""
+        """
         select count(distinct line_number) from audit.rejected_rows
         where run_id = $run and severity = 'warning'
           and line_number in (select line_number from raw.roster)
           and line_number not in (
               select line_number from audit.rejected_rows
               where run_id = $run and severity = 'error' and line_number > 1
-                and rule not in ({", ".join(f"'{rule}'" for rule in file_rules)})
+                and not list_contains($file_rules, rule)
           )
         """,
-        {"run": run_id},
+        {"run": run_id, "file_rules": sorted(FILE_RULES)},
     ).fetchone()[0]
 
 

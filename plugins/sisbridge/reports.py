@@ -36,6 +36,7 @@ STATUSES_WITH_CHANGES = frozenset({"succeeded", "dry_run", "held", "rejected_by_
 # A spreadsheet treats a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 LOG_EXAMPLES = 3
+SAFETY_DETAILS = ("schema_drift", "stale_file", "review")
 
 
 def excel_safe(value: object) -> object:
@@ -61,6 +62,7 @@ def _summary(run: dict, school: SchoolConfig, findings: list[Finding]) -> dict:
         entry = by_rule.setdefault(finding.rule, {"severity": finding.severity, "count": 0})
         entry["count"] += 1
     severities = Counter(finding.severity for finding in findings)
+    details = audit.run_details(run)
     return {
         "school_id": school.school_id,
         "school_name": school.name,
@@ -81,6 +83,8 @@ def _summary(run: dict, school: SchoolConfig, findings: list[Finding]) -> dict:
         "findings": {"errors": severities["error"], "warnings": severities["warning"]},
         "rules": dict(sorted(by_rule.items())),
         "guard_reasons": run["guard_reasons"] or [],
+        # What the stages noted on the run: schema drift, a stale file, the reviewer's answer.
+        "safety": {key: details.get(key) for key in SAFETY_DETAILS},
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sisbridge import audit, quality
+from sisbridge import audit, quality, stages
 from sisbridge.audit import Finding
 
 HEADER = ["FIRST_NAME", "LAST_NAME", "EMAIL"]
@@ -286,12 +286,26 @@ def test_a_retried_validation_does_not_double_its_findings(con, acme, build_raw)
     assert stored(con) == [("quality", 42, "error", "email_invalid", "EMAIL", "bob@")]
 
 
-def test_validate_updates_the_run_counts(con, acme, build_raw):
+def test_the_gate_stage_records_the_run_counts_once(con, acme, build_raw):
     audit.upsert_run(con, "r1", school_id="acme")
     build_raw(con, acme, HEADER, [*ok_rows(40), ["Bob", "Ray", "bob@"]])
     quality.validate(con, acme, "r1")
+    # The GX gate records its findings; the run's counts are the stage's to record.
+    assert audit.get_run(con, "r1")["rows_rejected"] is None
+    gate = stages.record(con, "r1", stages.gate(con, acme, "r1"))
     run = audit.get_run(con, "r1")
-    assert (run["rows_rejected"], run["rows_warned"]) == (1, 0)
+    assert (gate.stop, run["rows_rejected"], run["rows_warned"], run["status"]) == (False, 1, 0, "running")
+    assert con.execute("select count(*) from config.school").fetchone()[0] == 1
+
+
+def test_a_file_the_gate_rejects_ends_the_run_with_no_accepted_rows(con, acme, build_raw):
+    audit.upsert_run(con, "r1", school_id="acme")
+    build_raw(con, acme, HEADER, [])
+    gate = stages.record(con, "r1", stages.gate(con, acme, "r1"))
+    run = audit.get_run(con, "r1")
+    assert gate.stop
+    assert (run["status"], run["rows_accepted"], run["rows_rejected"]) == ("rejected", 0, 0)
+    assert run["status_reason"] == gate.reason and "no data record" in gate.reason
 
 
 def test_data_docs_are_written_into_the_report_folder_only(con, acme, tmp_path, build_raw):
