@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sisbridge import demo
+from sisbridge import locals3
 
 BIN = Path(sys.executable).parent
 SISBRIDGE = BIN / "sisbridge"
@@ -92,7 +92,7 @@ class Shell:
     def connection_env(self, school_id: str, endpoint_url: str) -> dict[str, str]:
         """The school's S3 connection and the store, as `AIRFLOW_CONN_*` variables (nothing else)."""
         return {
-            f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}": demo.aws_connection_uri(endpoint_url),
+            f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}": locals3.aws_connection_uri(endpoint_url),
             "AIRFLOW_CONN_UCONNECT_USER_STORE": self.store_uri(),
         }
 
@@ -114,7 +114,7 @@ def plain_env(home: Path, sisbridge_home: Path, schools: Path, tmp: Path) -> dic
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    with demo.local_s3() as endpoint_url:
+    with locals3.local_s3() as endpoint_url:
         yield endpoint_url
 
 
@@ -142,10 +142,10 @@ def shell(tmp_path, module_sisbridge_home) -> Shell:
 
 def upload(endpoint_url: str, school_id: str, body: bytes) -> None:
     """Create the school's versioned bucket when needed, and upload its roster."""
-    s3 = demo.s3_client(endpoint_url)
+    s3 = locals3.s3_client(endpoint_url)
     bucket = "uconnect-sis-" + school_id.replace("_", "-")
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        demo.create_bucket(s3, bucket)
+        locals3.create_bucket(s3, bucket)
     s3.put_object(Bucket=bucket, Key="roster.csv", Body=body)
 
 

@@ -7,15 +7,15 @@ import hashlib
 import lakes
 import pytest
 
-from sisbridge import audit, demo, landing
+from sisbridge import audit, landing, locals3
 
 
 @pytest.fixture(scope="module")
 def s3():
-    with demo.local_s3() as endpoint_url:
-        client = demo.s3_client(endpoint_url)
-        demo.create_bucket(client, "versioned-bucket", versioned=True)
-        demo.create_bucket(client, "plain-bucket", versioned=False)
+    with locals3.local_s3() as endpoint_url:
+        client = locals3.s3_client(endpoint_url)
+        locals3.create_bucket(client, "versioned-bucket", versioned=True)
+        locals3.create_bucket(client, "plain-bucket", versioned=False)
         yield client
 
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from sisbridge import demo
+from sisbridge import locals3
 from tests.corpora import CORPORA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def write_school(directory: Path, config: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    with demo.local_s3() as endpoint_url:
+    with locals3.local_s3() as endpoint_url:
         yield endpoint_url
 
 
