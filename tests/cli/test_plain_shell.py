@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sisbridge import audit, locals3, warehouse
-from tests.cli.conftest import BIN, STUDENTS, counts, roster, summary, upload
+from tests.cli.cli_helpers import BIN, STUDENTS, counts, roster, summary, upload
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from sisbridge import audit, locals3, warehouse
 from sisbridge.config import load_school, schools_dir, sisbridge_home
 from sisbridge.localrun import prepare_airflow
 from sisbridge.userstore import ensure_schema, store_engine
-from tests.security.conftest import table_dump
+from tests.security.security_helpers import table_dump
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from sisbridge import audit, locals3, normalize, pipeline, transform, userstore
 from sisbridge.config import reports_dir
-from tests.security.conftest import (
+from tests.security.security_helpers import (
     IDENT_INJECTION,
     LITERAL_INJECTION,
     VALUE_INJECTION,

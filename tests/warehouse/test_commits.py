@@ -10,7 +10,7 @@ import lakes
 import pytest
 
 from sisbridge import audit, locals3, pipeline, warehouse
-from tests.cli.conftest import STUDENTS, roster, school_yaml, upload
+from tests.cli.cli_helpers import STUDENTS, roster, school_yaml, upload
 
 SCHOOL = "lake_commits"
 

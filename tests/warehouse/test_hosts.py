@@ -50,7 +50,7 @@ from tests.airflow_cluster import (
     wait_for,
     wait_runs,
 )
-from tests.cli.conftest import SISBRIDGE, counts, plain_env, summary
+from tests.cli.cli_helpers import SISBRIDGE, counts, plain_env, summary
 
 pytestmark = pytest.mark.e2e
 
