@@ -13,7 +13,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 
-from sisbridge import audit, fleet, guards, landing, review
+from sisbridge import audit, fleet, guards, landing, review, xcom_keys
 from sisbridge.config import (
     SchoolConfig,
     config_sha256,
@@ -354,7 +354,7 @@ def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -
         out_dir,
     )
     summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
-    return {**summary, review.STALE_XCOM_FIELD: stale}
+    return {**summary, xcom_keys.STALE_FILE_FIELD: stale}
 
 
 def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> list[str]:

@@ -7,7 +7,7 @@ import hashlib
 import lakes
 import pytest
 
-from sisbridge import audit, landing, locals3
+from sisbridge import audit, landing, locals3, xcom_keys
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_sensor_check_keeps_what_it_saw_for_load_raw():
 
     seen = {"Key": "roster.csv", "Size": 10, "ETag": '"abc"', "VersionId": "v1"}
     assert landing.record_sensed_file([seen], ti=TaskInstance()) is True
-    assert pushed == {landing.SENSED_FILE_XCOM_KEY: seen}
+    assert pushed == {xcom_keys.SENSED_FILE: seen}
     assert landing.record_sensed_file([], ti=TaskInstance()) is False
 
 
