@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import roster  # noqa: E402
+from sisbridge import sample_roster
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 YES = {"1", "yes", "true"}
@@ -76,7 +73,7 @@ def normalise(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     ).set_index("email", drop=False)
     pieces = []
     for column, group, mapping in (
-        ("PROGRAM", "Career Communities", roster.PROGRAMS),
+        ("PROGRAM", "Career Communities", sample_roster.BENCH_PROGRAMS),
         ("AFFINITY", "Affinity", None),
     ):
         values = frame[column].str.split(";").explode().str.strip()

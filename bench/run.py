@@ -139,20 +139,22 @@ class Bench:
             "SISBRIDGE_SENSOR_TIMEOUT_S": "3600",
             "DO_NOT_TRACK": "1",
         }
-        from sisbridge import demo
+        from sisbridge import locals3
 
-        self.s3 = demo.s3_client(endpoint_url)
+        self.s3 = locals3.s3_client(endpoint_url)
 
     def add_school(self, school_id: str) -> None:
-        from sisbridge import demo
+        from sisbridge import locals3
         from sisbridge.config import load_school
 
         path = self.school_yaml(school_id)
         path.parent.mkdir(exist_ok=True)
         path.write_text(roster.school_yaml(school_id))
         school = load_school(path)
-        self.env[f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}"] = demo.aws_connection_uri(self.endpoint_url)
-        demo.create_bucket(self.s3, school.s3.bucket)
+        self.env[f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}"] = locals3.aws_connection_uri(
+            self.endpoint_url
+        )
+        locals3.create_bucket(self.s3, school.s3.bucket)
 
     def school_yaml(self, school_id: str) -> Path:
         return self.schools_dir / school_id / f"{school_id}.yaml"
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pgserver import remove_server, start_server
 
-    from sisbridge import demo
+    from sisbridge import locals3
 
     results: dict = {"machine": machine_facts(), "sizes": sizes, "runs": {}, "bench_lake": args.lake}
     workdir = Path(tempfile.mkdtemp(prefix="sisbridge-bench-"))
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server()
     started = time.perf_counter()
     try:
-        with demo.local_s3() as endpoint_url:
+        with locals3.local_s3() as endpoint_url:
             bench = Bench(workdir, endpoint_url, server.url())
             if args.lake == "postgres":
                 lake_env = lakes.production_lake(server, endpoint_url)

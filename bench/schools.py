@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pgserver import remove_server, start_server
 
-    from sisbridge import demo
+    from sisbridge import locals3
     from sisbridge.localrun import ensure_dbt_manifest
 
     workdir = Path(tempfile.mkdtemp(prefix=f"sisbridge-bench-{prefix}-"))
@@ -248,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(workdir, env)
     results: dict = {}
     try:
-        with demo.local_s3() as endpoint_url:
-            s3 = demo.s3_client(endpoint_url)
+        with locals3.local_s3() as endpoint_url:
+            s3 = locals3.s3_client(endpoint_url)
             for school_id in school_ids + single_ids:
-                env[f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}"] = demo.aws_connection_uri(endpoint_url)
-                demo.create_bucket(s3, f"bench-{school_id.replace('_', '-')}")
+                env[f"AIRFLOW_CONN_SIS_S3_{school_id.upper()}"] = locals3.aws_connection_uri(endpoint_url)
+                locals3.create_bucket(s3, f"bench-{school_id.replace('_', '-')}")
             if args.lake == "postgres":
                 lake_env = lakes.production_lake(server, endpoint_url)
                 env.update(lake_env)

@@ -67,13 +67,13 @@ def production_lake(server, endpoint_url: str) -> dict[str, str]:
 
     import sqlalchemy as sa
 
-    from sisbridge import demo
+    from sisbridge import locals3
 
     admin = sa.create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql("create database lake template template0")
     admin.dispose()
-    demo.create_bucket(demo.s3_client(endpoint_url), LAKE_BUCKET, versioned=False)
+    locals3.create_bucket(locals3.s3_client(endpoint_url), LAKE_BUCKET, versioned=False)
     extras = urlencode({"data_path": f"s3://{LAKE_BUCKET}/", "aws_conn_id": "sisbridge_lake_aws"})
     catalog = server.url("lake").replace("postgresql://", "postgres://")
     return {

@@ -26,7 +26,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from sisbridge import landing, notify, pipeline, review, transform
+from sisbridge import landing, notify, pipeline, review, transform, xcom_keys
 from sisbridge.config import PROJECT_ROOT, dag_id, load_school, schools_dir
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -102,7 +102,7 @@ def _producer_first(group) -> None:
 
 def _review(context) -> dict | None:
     """The reviewer's answer to this run's approval request (None when nobody was asked)."""
-    return context["ti"].xcom_pull(task_ids="approve", key=review.REVIEW_XCOM_KEY)
+    return context["ti"].xcom_pull(task_ids="approve", key=xcom_keys.REVIEW)
 
 
 def _dbt_task_group(school) -> DbtTaskGroup:
@@ -186,7 +186,7 @@ def build_dag(school):
 
         @task
         def load_raw(**context):
-            sensed = context["ti"].xcom_pull(task_ids="wait_for_file", key=landing.SENSED_FILE_XCOM_KEY)
+            sensed = context["ti"].xcom_pull(task_ids="wait_for_file", key=xcom_keys.SENSED_FILE)
             force = str((context["dag_run"].conf or {}).get("force", "")).strip().lower() in ("true", "1")
             return _stop_if(pipeline.load_raw(school_id, context["run_id"], sensed, force=force).as_xcom())
 
@@ -212,13 +212,13 @@ def build_dag(school):
             )
             if outcome["status"] != "held":
                 return "push"
-            context["ti"].xcom_push(key=review.APPROVAL_XCOM_KEY, value=outcome["approval"])
+            context["ti"].xcom_push(key=xcom_keys.APPROVAL, value=outcome["approval"])
             return "approve"
 
         approve = review.RosterApproval(
             task_id="approve",
-            subject=f"{{{{ ti.xcom_pull(task_ids='guard', key='{review.APPROVAL_XCOM_KEY}')['subject'] }}}}",
-            body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{review.APPROVAL_XCOM_KEY}')['body'] }}}}",
+            subject=f"{{{{ ti.xcom_pull(task_ids='guard', key='{xcom_keys.APPROVAL}')['subject'] }}}}",
+            body=f"{{{{ ti.xcom_pull(task_ids='guard', key='{xcom_keys.APPROVAL}')['body'] }}}}",
             defaults=review.RosterApproval.REJECT,  # what an unanswered request becomes after the timeout
             response_timeout=timedelta(hours=school.approval_timeout_hours),
             notifiers=[notify.ReviewRequestNotifier(school)],

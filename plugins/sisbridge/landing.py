@@ -17,12 +17,12 @@ from pathlib import Path
 
 import duckdb
 
+from sisbridge import xcom_keys
 from sisbridge.audit import Finding
 from sisbridge.config import SchoolConfig
 
 log = logging.getLogger(__name__)
 
-SENSED_FILE_XCOM_KEY = "sensed_file"
 RULES = {
     "file_too_large": "The object is over the school's max_file_mb; it is rejected before it is downloaded.",
 }
@@ -68,7 +68,7 @@ def record_sensed_file(files: list[dict], **context) -> bool:
     """S3KeySensor check_fn: keep the metadata of the object the sensor saw, for `load_raw` to pin."""
     if not files:
         return False
-    context["ti"].xcom_push(key=SENSED_FILE_XCOM_KEY, value=files[0])
+    context["ti"].xcom_push(key=xcom_keys.SENSED_FILE, value=files[0])
     return True
 
 

@@ -12,7 +12,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 
-from sisbridge import audit, fleet, guards, landing, review, stages
+from sisbridge import audit, fleet, guards, landing, review, stages, xcom_keys
 from sisbridge.config import (
     SchoolConfig,
     config_sha256,
@@ -295,7 +295,7 @@ def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -
         out_dir,
     )
     summary = {key: run[key] for key in ("status", "status_reason", *audit.RUN_COUNT_COLUMNS)}
-    return {**summary, review.STALE_XCOM_FIELD: stale}
+    return {**summary, xcom_keys.STALE_FILE_FIELD: stale}
 
 
 def _closing(run: dict | None, school: SchoolConfig, answer: dict | None) -> stages.StageResult:

@@ -8,8 +8,8 @@ A run waits in the DAG's `approve` task (Airflow's human-in-the-loop approval) i
 
 The request shows the counts, a sample of the changes (up to `SAMPLE_USERS` users of each kind, with
 the fields that change) and links to the run's reports, which the fleet page serves from the school's
-bucket. The approval task (`RosterApproval`), what its answer means (`review_outcome`) and the XCom
-keys of the review live here too: this module is where the DAG meets Airflow's human in the loop.
+bucket. The approval task (`RosterApproval`) and what its answer means (`review_outcome`) live here
+too: this module is where the DAG meets Airflow's human in the loop. Its XCom keys are in `xcom_keys`.
 """
 
 from __future__ import annotations
@@ -20,16 +20,11 @@ from collections import defaultdict
 import duckdb
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from sisbridge import xcom_keys
 from sisbridge.config import SchoolConfig
 from sisbridge.guards import CHANGE_TYPE_COUNT, COUNT_KEYS, ChangeCounts
 
 HOLD_KIND, ONBOARDING_KIND = "threshold", "onboarding"
-# XCom: the guard's request (task `guard`), the reviewer's answer (task `approve`), and the stale-file
-# alert in `finalize`'s return value. The sensed file's key is `landing.SENSED_FILE_XCOM_KEY`, beside
-# the sensor's check that writes it.
-APPROVAL_XCOM_KEY = "approval"
-REVIEW_XCOM_KEY = "review"
-STALE_XCOM_FIELD = "stale_file"
 SAMPLE_USERS = 20
 REPORT_LINKS = ("summary.json", "findings.csv", "changes.csv")
 _CHANGE_KINDS = {
@@ -249,7 +244,7 @@ class RosterApproval(ApprovalOperator):
                 "responded_at": str(event.get("responded_at")),
                 "timedout": bool(event.get("timedout")),
             }
-            context["ti"].xcom_push(key=REVIEW_XCOM_KEY, value=review)
+            context["ti"].xcom_push(key=xcom_keys.REVIEW, value=review)
         return super().execute_complete(context=context, event=event)
 
 

@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sisbridge import audit, cli, demo, loading, pipeline, transform, userstore, warehouse
+from sisbridge import audit, cli, loading, locals3, pipeline, sample_roster, transform, userstore, warehouse
 from sisbridge.config import load_school
 from tests.corpora import CORPORA
 
@@ -46,7 +46,7 @@ FEW = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck
 
 
 def valid_roster(count: int = 20) -> bytes:
-    return demo.roster_csv(SCHOOL, demo.demo_users(SCHOOL, count), bad_rows=False)
+    return sample_roster.roster_csv(SCHOOL, sample_roster.students(SCHOOL, count), bad_rows=False)
 
 
 def csv_bytes(rows: list[list[str]], header: list[str] = HEADER) -> bytes:
@@ -243,10 +243,10 @@ def seeded(tmp_path_factory, pg_module_url):
                 ),
                 {"e": f"kept{number}@northwind.edu"},
             )
-    with pytest.MonkeyPatch.context() as patch, demo.local_s3() as endpoint:
+    with pytest.MonkeyPatch.context() as patch, locals3.local_s3() as endpoint:
         patch.setenv("SISBRIDGE_SCHOOLS_DIR", str(folder))
-        s3 = demo.s3_client(endpoint)
-        demo.create_bucket(s3, "uconnect-sis-campaign")
+        s3 = locals3.s3_client(endpoint)
+        locals3.create_bucket(s3, "uconnect-sis-campaign")
         yield s3, engine
     engine.dispose()
 

@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from sisbridge import warehouse
-from tests.cli.conftest import PROJECT_ROOT
+from tests.cli.cli_helpers import PROJECT_ROOT
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy-warehouse" / "acme"
 SCHOOL = "acme"

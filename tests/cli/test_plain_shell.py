@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sisbridge import audit, demo, warehouse
-from tests.cli.conftest import BIN, STUDENTS, counts, roster, summary, upload
+from sisbridge import audit, locals3, warehouse
+from tests.cli.cli_helpers import BIN, STUDENTS, counts, roster, summary, upload
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def test_sync_and_rollback_with_connections_in_sisbridges_default_metadata_db(sh
     setup = {"AIRFLOW_HOME": str(shell.sisbridge_home / "airflow")}
     for args in (
         ["db", "migrate"],
-        ["connections", "add", f"sis_s3_{school_id}", "--conn-json", demo.aws_connection_uri(s3_endpoint)],
+        ["connections", "add", f"sis_s3_{school_id}", "--conn-json", locals3.aws_connection_uri(s3_endpoint)],
         ["connections", "add", "uconnect_user_store", "--conn-uri", shell.store_uri()],
     ):
         done = shell.run(*args, command=BIN / "airflow", env=setup)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.cli.conftest import PROJECT_ROOT
+from tests.cli.cli_helpers import PROJECT_ROOT
 
 PROJECT_SCHOOLS = PROJECT_ROOT / "config" / "schools"
 DAGS = PROJECT_ROOT / "dags"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sisbridge import audit, warehouse
-from tests.cli.conftest import HEADER, STUDENTS, counts, roster, summary, upload
+from tests.cli.cli_helpers import HEADER, STUDENTS, counts, roster, summary, upload
 
 pytestmark = pytest.mark.e2e
 

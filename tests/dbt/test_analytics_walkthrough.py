@@ -22,7 +22,7 @@ import yaml
 
 from sisbridge import warehouse
 from sisbridge.transform import DBT_PROJECT_DIR
-from tests.dbt.conftest import SCHOOL_SETTINGS
+from tests.dbt.dbt_helpers import SCHOOL_SETTINGS
 
 SISBRIDGE = Path(sys.executable).parent / "sisbridge"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analytics-engineering.md"

@@ -19,7 +19,7 @@ from sisbridge.transform import (
     DBT_TARGET,
     dbt_school_env,
 )
-from tests.dbt.conftest import load_week, make_school, open_warehouse
+from tests.dbt.dbt_helpers import load_week, make_school, open_warehouse
 from tests.dbt.dbt_invoke import invoke_dbt
 
 CORPUS_WHITESPACE = {

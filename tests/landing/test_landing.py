@@ -7,15 +7,15 @@ import hashlib
 import lakes
 import pytest
 
-from sisbridge import audit, demo, landing
+from sisbridge import audit, landing, locals3, xcom_keys
 
 
 @pytest.fixture(scope="module")
 def s3():
-    with demo.local_s3() as endpoint_url:
-        client = demo.s3_client(endpoint_url)
-        demo.create_bucket(client, "versioned-bucket", versioned=True)
-        demo.create_bucket(client, "plain-bucket", versioned=False)
+    with locals3.local_s3() as endpoint_url:
+        client = locals3.s3_client(endpoint_url)
+        locals3.create_bucket(client, "versioned-bucket", versioned=True)
+        locals3.create_bucket(client, "plain-bucket", versioned=False)
         yield client
 
 
@@ -65,7 +65,7 @@ def test_sensor_check_keeps_what_it_saw_for_load_raw():
 
     seen = {"Key": "roster.csv", "Size": 10, "ETag": '"abc"', "VersionId": "v1"}
     assert landing.record_sensed_file([seen], ti=TaskInstance()) is True
-    assert pushed == {landing.SENSED_FILE_XCOM_KEY: seen}
+    assert pushed == {xcom_keys.SENSED_FILE: seen}
     assert landing.record_sensed_file([], ti=TaskInstance()) is False
 
 

@@ -11,17 +11,17 @@ import duckdb
 import pandas as pd
 import pytest
 
-from sisbridge import normalize
+from sisbridge import dbt_macros, normalize
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_dbt_macro_file_is_what_the_module_generates():
-    assert normalize.DBT_MACRO_PATH.read_text(encoding="utf-8") == normalize.dbt_macros(), (
-        "dbt_project/macros/normalize.sql is out of date: run python -m sisbridge.normalize"
+    assert dbt_macros.MACRO_PATH.read_text(encoding="utf-8") == dbt_macros.macros(), (
+        "dbt_project/macros/normalize.sql is out of date: run python -m sisbridge.dbt_macros"
     )
     check = subprocess.run(
-        [sys.executable, "-m", "sisbridge.normalize", "--check"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "sisbridge.dbt_macros", "--check"], capture_output=True, text=True, check=False
     )
     assert (check.returncode, check.stderr) == (0, "")
 

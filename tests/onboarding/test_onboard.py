@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from sisbridge import reports
 from sisbridge.config import load_school, safe_component
-from tests.onboarding.conftest import REGION, Moto, Workspace
+from tests.onboarding.onboarding_helpers import REGION, Moto, Workspace
 
 ACME_BUCKET = "uconnect-sis-acme"
 GLOBEX_BUCKET = "uconnect-sis-globex-corp"

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sisbridge import demo, pipeline, reports, transform, warehouse
+from sisbridge import locals3, pipeline, reports, transform, warehouse
 from sisbridge.config import ConfigError, load_school, reports_dir, sisbridge_home
 
 CLIMBERS = [
@@ -134,9 +134,9 @@ def test_report_keys_in_the_bucket_stay_under_the_report_prefix(tmp_path):
     summary.write_text("{}")
     # moto keeps its buckets per process, so this test's bucket has a name no other test uses.
     bucket = f"uconnect-sis-traversal-{uuid.uuid4().hex[:8]}"
-    with demo.local_s3() as endpoint:
-        s3 = demo.s3_client(endpoint)
-        demo.create_bucket(s3, bucket)
+    with locals3.local_s3() as endpoint:
+        s3 = locals3.s3_client(endpoint)
+        locals3.create_bucket(s3, bucket)
         keys = reports.upload_reports([summary], s3, bucket, "../../../roster.csv")
         stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
 

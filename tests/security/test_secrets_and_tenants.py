@@ -20,11 +20,11 @@ import lakes
 import pytest
 import sqlalchemy as sa
 
-from sisbridge import audit, demo, warehouse
+from sisbridge import audit, locals3, warehouse
 from sisbridge.config import load_school, schools_dir, sisbridge_home
 from sisbridge.localrun import prepare_airflow
 from sisbridge.userstore import ensure_schema, store_engine
-from tests.security.conftest import table_dump
+from tests.security.security_helpers import table_dump
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -118,7 +118,7 @@ def _marked_run(s3_endpoint: str, pg_url: str, tmp: Path, patch: pytest.MonkeyPa
     prepare_airflow()
     northwind = load_school(schools_dir() / "northwind.yaml")
     southpaw = load_school(schools_dir() / "southpaw.yaml")
-    connection = json.loads(demo.aws_connection_uri(s3_endpoint))
+    connection = json.loads(locals3.aws_connection_uri(s3_endpoint))
     connection.update(login=marks["s3 access key"], password=marks["s3 secret key"])
     patch.setenv(f"AIRFLOW_CONN_{northwind.s3.aws_conn_id.upper()}", json.dumps(connection))
     # The test cluster trusts local connections, so any password logs in: a marked one is real enough.
@@ -129,11 +129,11 @@ def _marked_run(s3_endpoint: str, pg_url: str, tmp: Path, patch: pytest.MonkeyPa
     ensure_schema(engine)
     seed_southpaw(engine)
     before = {table: table_dump(engine, table, "southpaw") for table in ("users", "user_communities")}
-    s3 = demo.s3_client(s3_endpoint)
+    s3 = locals3.s3_client(s3_endpoint)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for school in (northwind, southpaw):
         if school.s3.bucket not in existing:
-            demo.create_bucket(s3, school.s3.bucket)
+            locals3.create_bucket(s3, school.s3.bucket)
     lakes.wipe("northwind")
     s3.put_object(Bucket=northwind.s3.bucket, Key=northwind.s3.key, Body=northwind_file())
 

@@ -15,9 +15,9 @@ import lakes
 import pytest
 import sqlalchemy as sa
 
-from sisbridge import audit, demo, normalize, pipeline, transform, userstore
+from sisbridge import audit, locals3, normalize, pipeline, transform, userstore
 from sisbridge.config import reports_dir
-from tests.security.conftest import (
+from tests.security.security_helpers import (
     IDENT_INJECTION,
     LITERAL_INJECTION,
     VALUE_INJECTION,
@@ -109,8 +109,8 @@ def _run_hostile_school(s3_endpoint: str, pg_url: str):
             )
     other_before = table_dump(engine, "users", "othercollege")
 
-    s3 = demo.s3_client(s3_endpoint)
-    demo.create_bucket(s3, BUCKET)
+    s3 = locals3.s3_client(s3_endpoint)
+    locals3.create_bucket(s3, BUCKET)
     s3.put_object(Bucket=BUCKET, Key="roster.csv", Body=roster_bytes(rows))
     lakes.wipe(SCHOOL_ID)
     outcomes = [

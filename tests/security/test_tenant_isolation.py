@@ -8,7 +8,7 @@ import pytest
 
 from sisbridge import landing, transform
 from sisbridge.config import load_schools
-from tests.security.conftest import PROJECT_ROOT
+from tests.security.security_helpers import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import boto3
 import lakes
 import pytest
 
-from sisbridge import demo
+from sisbridge import locals3, sample_roster
 from sisbridge.config import load_school
 from sisbridge.localrun import ensure_dbt_manifest
 from tests.e2e.store_rows import store_rows
@@ -65,23 +65,23 @@ def stack(tmp_path_factory):
     schools = base / "schools"
     shutil.copytree(SCHOOLS, schools)
     school = load_school(schools / "northwind.yaml")
-    users = demo.demo_users(school, 80)
-    with demo.local_s3() as endpoint:
-        s3 = demo.s3_client(endpoint)
-        demo.create_bucket(s3, school.s3.bucket)
+    users = sample_roster.students(school, 80)
+    with locals3.local_s3() as endpoint:
+        s3 = locals3.s3_client(endpoint)
+        locals3.create_bucket(s3, school.s3.bucket)
         extra = {
             "SISBRIDGE_HOME": str(base / "sisbridge"),
             "SISBRIDGE_SCHOOLS_DIR": str(schools),
             "SISBRIDGE_SENSOR_TIMEOUT_S": "3600",
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}": demo.aws_connection_uri(endpoint),
+            f"AIRFLOW_CONN_{school.s3.aws_conn_id.upper()}": locals3.aws_connection_uri(endpoint),
             # The sync reads the new school's bucket with the platform's credentials (as onboarded).
-            f"AIRFLOW_CONN_SIS_S3_{NEW_SCHOOL.upper()}": demo.aws_connection_uri(endpoint),
+            f"AIRFLOW_CONN_SIS_S3_{NEW_SCHOOL.upper()}": locals3.aws_connection_uri(endpoint),
             "AIRFLOW_CONN_UCONNECT_USER_STORE": f"sqlite:///{base / 'userstore.db'}",
         }
         stack = make_stack(base / "airflow", extra)
         new_school = NewSchool(endpoint, onboard_new_school(stack.env, endpoint))
-        demo.upload(s3, school, demo.roster_csv(school, users, bad_rows=False))
+        locals3.upload(s3, school, sample_roster.roster_csv(school, users, bad_rows=False))
         # The worker's lake is shared with other test files that sync northwind: start it empty, as
         # the store is, so that week 1 is a first sync.
         lakes.wipe("northwind")
@@ -99,7 +99,7 @@ def stack(tmp_path_factory):
             stack.wait_until(
                 lambda: stack.api("GET", f"dags/{DAG_ID}")[0] == 200, timeout=300, what="the DAG to be parsed"
             )
-            demo.upload(s3, school, demo.roster_csv(school, users[:50], bad_rows=False))
+            locals3.upload(s3, school, sample_roster.roster_csv(school, users[:50], bad_rows=False))
             yield stack, base / "userstore.db", new_school
         finally:
             stack.stop()
@@ -117,7 +117,7 @@ def onboard_new_school(env: dict[str, str], endpoint: str) -> tuple[str, str]:
     """`sisbridge onboard` as the platform team runs it; returns the school's printed key."""
     result = subprocess.run(
         [str(SISBRIDGE), "onboard", NEW_SCHOOL, "--name", NEW_SCHOOL_NAME],
-        env={**env, "AIRFLOW_CONN_SISBRIDGE_PLATFORM_AWS": demo.aws_connection_uri(endpoint)},
+        env={**env, "AIRFLOW_CONN_SISBRIDGE_PLATFORM_AWS": locals3.aws_connection_uri(endpoint)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -338,7 +338,7 @@ def test_a_new_schools_first_file_is_approved_in_the_ui_and_its_next_file_syncs_
     airflow, store, new_school = stack
     school = load_school(Path(airflow.env["SISBRIDGE_SCHOOLS_DIR"]) / f"{NEW_SCHOOL}.yaml")
     assert school.auto_sync is None  # as `sisbridge onboard` wrote it: in onboarding review
-    users = demo.demo_users(school, 30, seed=11)
+    users = sample_roster.students(school, 30, seed=11)
     # The school's IT team uploads with the key `sisbridge onboard` printed.
     access_key, secret = new_school.key
     school_s3 = boto3.client(
@@ -349,7 +349,9 @@ def test_a_new_schools_first_file_is_approved_in_the_ui_and_its_next_file_syncs_
         region_name="us-east-1",
     )
     school_s3.put_object(
-        Bucket=school.s3.bucket, Key=school.s3.key, Body=demo.roster_csv(school, users, bad_rows=False)
+        Bucket=school.s3.bucket,
+        Key=school.s3.key,
+        Body=sample_roster.roster_csv(school, users, bad_rows=False),
     )
 
     run_id = trigger(airflow, NEW_DAG_ID)
@@ -401,7 +403,9 @@ def test_a_new_schools_first_file_is_approved_in_the_ui_and_its_next_file_syncs_
     school_s3.put_object(
         Bucket=school.s3.bucket,
         Key=school.s3.key,
-        Body=demo.roster_csv(school, users + demo.demo_users(school, 32, seed=11)[30:], bad_rows=False),
+        Body=sample_roster.roster_csv(
+            school, users + sample_roster.students(school, 32, seed=11)[30:], bad_rows=False
+        ),
     )
     next_run = trigger(airflow, NEW_DAG_ID)
     assert wait_for_end(airflow, NEW_DAG_ID, next_run) == "success"

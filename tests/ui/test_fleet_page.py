@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import lakes
 import pytest
 
-from sisbridge import audit, demo, reports, warehouse
+from sisbridge import audit, locals3, reports, warehouse
 from sisbridge.config import load_school
 from tests.ui.airflow_stack import ADMIN, make_stack
 from tests.ui.browser import chromium, click, page_text, type_into, until
@@ -83,7 +83,7 @@ def _upload_reports(s3, base: Path) -> None:
     (out_dir / "data_docs" / "index.html").write_text("<h1>Data Docs of Redfield College</h1>\n")
     with audit.warehouse("fleet_rejected") as con:
         paths = reports.write_reports(con, school, WEEK3, out_dir)
-    demo.create_bucket(s3, school.s3.bucket)
+    locals3.create_bucket(s3, school.s3.bucket)
     # As the run's tasks do: `finalize` uploads the reports, `validate` the Data Docs.
     reports.upload_reports(paths, s3, school.s3.bucket, WEEK3, base=out_dir)
     reports.upload_reports(reports.data_docs_files(out_dir), s3, school.s3.bucket, WEEK3, base=out_dir)
@@ -96,14 +96,14 @@ def fleet(tmp_path_factory):
     for school_id in (*SCHOOL_IDS, warehouse.FLEET):
         lakes.wipe(school_id)
     _runs()
-    with demo.local_s3() as endpoint:
-        _upload_reports(demo.s3_client(endpoint), base)
+    with locals3.local_s3() as endpoint:
+        _upload_reports(locals3.s3_client(endpoint), base)
         extra = {
             "SISBRIDGE_HOME": str(base / "sisbridge"),
             "SISBRIDGE_SCHOOLS_DIR": str(SCHOOLS),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW_CONN_FLEET_S3": demo.aws_connection_uri(endpoint),
+            "AIRFLOW_CONN_FLEET_S3": locals3.aws_connection_uri(endpoint),
             # The test's lake (tests/airflow_env.py): the fleet view the runs were published to.
             **{key: value for key, value in os.environ.items() if key.startswith("AIRFLOW_CONN_")},
         }

@@ -9,8 +9,8 @@ from __future__ import annotations
 import lakes
 import pytest
 
-from sisbridge import audit, demo, pipeline, warehouse
-from tests.cli.conftest import STUDENTS, roster, school_yaml, upload
+from sisbridge import audit, locals3, pipeline, warehouse
+from tests.cli.cli_helpers import STUDENTS, roster, school_yaml, upload
 
 SCHOOL = "lake_commits"
 
@@ -33,7 +33,7 @@ def school(tmp_path, monkeypatch, s3_endpoint):
     with audit.warehouse(SCHOOL):
         pass  # the school's lake and audit tables exist, as after any earlier run
     warehouse.release(SCHOOL)
-    return demo.s3_client(s3_endpoint)
+    return locals3.s3_client(s3_endpoint)
 
 
 def test_the_load_commits_the_run_row_then_the_rest_of_the_stage_and_validate_commits_once(

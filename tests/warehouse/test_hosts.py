@@ -31,7 +31,7 @@ import lakes
 import pytest
 import sqlalchemy as sa
 
-from sisbridge import audit, demo, warehouse
+from sisbridge import audit, locals3, sample_roster, warehouse
 from sisbridge.config import dag_id, load_school
 from sisbridge.dag_factory import shard_file
 from tests import airflow_env
@@ -50,7 +50,7 @@ from tests.airflow_cluster import (
     wait_for,
     wait_runs,
 )
-from tests.cli.conftest import SISBRIDGE, counts, plain_env, summary
+from tests.cli.cli_helpers import SISBRIDGE, counts, plain_env, summary
 
 pytestmark = pytest.mark.e2e
 
@@ -299,13 +299,13 @@ def observed(tmp_path_factory) -> Observed:
     (cluster_schools / f"{SPLIT}.yaml").write_text(school_yaml(SPLIT), encoding="utf-8")
     (ref / "schools" / f"{REFERENCE}.yaml").write_text(school_yaml(REFERENCE), encoding="utf-8")
     school = load_school(cluster_schools / f"{SPLIT}.yaml")
-    users = demo.demo_users(school, ROSTER_USERS)
-    week1 = demo.roster_csv(school, users)
-    week2_users, observed_changes = demo.second_week(users)
-    week2 = demo.roster_csv(school, week2_users)
-    s3 = demo.s3_client(endpoint)
+    users = sample_roster.students(school, ROSTER_USERS)
+    week1 = sample_roster.roster_csv(school, users)
+    week2_users, observed_changes = sample_roster.second_week(users)
+    week2 = sample_roster.roster_csv(school, week2_users)
+    s3 = locals3.s3_client(endpoint)
     for school_id in (SPLIT, REFERENCE):
-        demo.create_bucket(s3, bucket(school_id))
+        locals3.create_bucket(s3, bucket(school_id))
         s3.put_object(Bucket=bucket(school_id), Key="roster.csv", Body=week1)
 
     started = time.monotonic()
@@ -318,7 +318,7 @@ def observed(tmp_path_factory) -> Observed:
     ref_env = {
         **plain_env(ref / "home", ref / "sisbridge", ref / "schools", ref / "tmp"),
         **connections,
-        f"AIRFLOW_CONN_SIS_S3_{REFERENCE.upper()}": demo.aws_connection_uri(endpoint),
+        f"AIRFLOW_CONN_SIS_S3_{REFERENCE.upper()}": locals3.aws_connection_uri(endpoint),
         # The transform as one task, as on the two hosts: the comparison is about disks, not dbt's tasks.
         "SISBRIDGE_DBT_MODEL_TASKS": "false",
     }
@@ -341,7 +341,7 @@ def observed(tmp_path_factory) -> Observed:
     env = {
         **service_env(control, metadata_url, api_port, executor="CeleryExecutor", base=base_env),
         **connections,
-        f"AIRFLOW_CONN_SIS_S3_{SPLIT.upper()}": demo.aws_connection_uri(endpoint),
+        f"AIRFLOW_CONN_SIS_S3_{SPLIT.upper()}": locals3.aws_connection_uri(endpoint),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "SISBRIDGE_HOME": str(control / "sisbridge"),
         "SISBRIDGE_SCHOOLS_DIR": str(cluster_schools),

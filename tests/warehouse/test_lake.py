@@ -14,7 +14,7 @@ import lakes
 import pytest
 
 from sisbridge import audit, warehouse
-from tests.cli.conftest import STUDENTS, roster, summary, upload
+from tests.cli.cli_helpers import STUDENTS, roster, summary, upload
 
 READER = """
 import sys
