@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.cli.conftest import counts, summary, upload
+from tests.cli.cli_helpers import counts, summary, upload
 
 pytestmark = pytest.mark.e2e
 
