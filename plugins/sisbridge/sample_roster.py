@@ -174,31 +174,18 @@ def students(school: SchoolConfig, count: int, seed: int = 7) -> list[Student]:
 
 
 def _fields(school: SchoolConfig, student: Student) -> list[str]:
-    if school.identifier == "user_id":
-        college = COLLEGES[student.number % len(COLLEGES)]
-        return [
-            str(student.number),
-            student.first_name,
-            student.last_name,
-            student.email,
-            student.graduation,
-            student.stakeholder,
-            student.program,
-            college,
-            student.opt_out,
-            student.delete,
-        ]
-    return [
+    shared = [
         student.first_name,
         student.last_name,
         student.email,
         student.graduation,
         student.stakeholder,
         student.program,
-        student.affinity,
-        student.opt_out,
-        student.delete,
     ]
+    if school.identifier == "user_id":
+        college = COLLEGES[student.number % len(COLLEGES)]
+        return [str(student.number), *shared, college, student.opt_out, student.delete]
+    return [*shared, student.affinity, student.opt_out, student.delete]
 
 
 def _bad_records(school: SchoolConfig) -> list[list[str]]:

@@ -10,21 +10,13 @@ import pytest
 
 from sisbridge import audit
 from sisbridge.localrun import run_dag
+from sisbridge.sample_roster import EMAIL_HEADER
 from tests.e2e.store_rows import store_rows
 
 pytestmark = pytest.mark.e2e
 
-HEADER = [
-    "FIRST_NAME",
-    "LAST_NAME",
-    "EMAIL",
-    "GRADUATION",
-    "STAKEHOLDERS",
-    "PROGRAM",
-    "AFFINITY",
-    "EMAIL_OPT_OUT",
-    "DELETE",
-]
+# The columns of an email-identified school's sample roster.
+HEADER = list(EMAIL_HEADER)
 FILLERS = [
     [f"Filler{n}", "Student", f"filler{n:02d}@northwind.edu", "2027", "Undergraduate", "", "", "", ""]
     for n in range(1, 21)
