@@ -188,7 +188,10 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     school = school_config(school_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
         transform.record_transform_findings(con, run_id)
-        rows_accepted = con.execute("select count(*) from marts.users").fetchone()[0]
+        # The file's accepted records: every data record but those with a row-level error, as
+        # `sisbridge check` counts them (the transform's int_users_accepted holds the same rows).
+        run = audit.get_run(con, run_id)
+        rows_accepted = run["rows_in_file"] - run["rows_rejected"]
         rows_warned = quality.rows_warned(con, run_id)
         approved = audit.auto_sync_approval(con) is not None
         decision = guards.evaluate(con, school, auto_sync_approved=approved)
