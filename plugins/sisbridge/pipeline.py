@@ -188,8 +188,8 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
     school = school_config(school_id)
     with audit.warehouse(school_id) as con, audit.transaction(con):
         transform.record_transform_findings(con, run_id)
-        # The file's accepted records: every data record but those with a row-level error, as
-        # `sisbridge check` counts them (the transform's int_users_accepted holds the same rows).
+        # The file's accepted records: every data record but those with a row-level error, counted
+        # as `sisbridge check` counts them (the same records that dbt turns into users).
         run = audit.get_run(con, run_id)
         rows_accepted = run["rows_in_file"] - run["rows_rejected"]
         rows_warned = quality.rows_warned(con, run_id)
