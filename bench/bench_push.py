@@ -152,7 +152,6 @@ def _settle(con) -> None:
 
 def _schemas(con) -> None:
     con.execute("create schema if not exists marts")
-    con.execute("create schema if not exists intermediate")
 
 
 # --- week 2 of a large school ----------------------------------------------------------------------
@@ -174,7 +173,7 @@ select i, external_id, 'Career Communities', 'Field ' || (i % 5) from bench_base
 
 
 def _build_week2(con, users: int) -> None:
-    """bench_base*/state: the applied week 1; intermediate/marts: week 2's target and change set."""
+    """bench_base*/state: the applied week 1; marts: week 2's target and change set."""
     _schemas(con)
     con.execute(f"create or replace table bench_base as {_BASE_USERS}", [users])
     con.execute(f"create or replace table bench_base_members as {_BASE_MEMBERSHIPS}")
@@ -198,15 +197,17 @@ def _build_week2(con, users: int) -> None:
     )
     con.execute(
         """
-        create or replace table intermediate.int_users_target_state as
+        create or replace table marts.users as
         select external_id, email, user_id, user_login, first_name, last_name, user_type,
-               graduation_year, status, email_opt_out
+               graduation_year, status, email_opt_out as is_email_opt_out,
+               case when status = 'active' then file_opt_out end as is_email_opt_out_requested,
+               case when status = 'active' then (i + 2)::integer end as line_number
         from bench_target order by external_id
         """
     )
     con.execute(
         """
-        create or replace table intermediate.int_memberships_target_state as
+        create or replace table marts.community_memberships as
         select m.external_id, m.community_group,
                case when m.community_group = 'Affinity' and t.i % 200 between 10 and 13
                     then 'Club ' || ((t.i + 1) % 7) else m.community end as community
@@ -215,15 +216,6 @@ def _build_week2(con, users: int) -> None:
         select external_id, 'Affinity', 'Club ' || (i % 7) from bench_target where i >= ?
         """,
         [users],
-    )
-    con.execute(
-        """
-        create or replace table marts.users as
-        select external_id, email, user_id, user_login, first_name, last_name, user_type,
-               graduation_year, file_opt_out as is_email_opt_out, false as is_delete_requested,
-               (i + 2)::integer as line_number
-        from bench_target where status = 'active'
-        """
     )
     con.execute(
         """
@@ -335,24 +327,17 @@ def run_creates(con, engine, meter: Meter, users: int, truncate: bool) -> dict:
     con.execute(f"create or replace table bench_base_members as {_BASE_MEMBERSHIPS}")
     con.execute(
         """
-        create or replace table intermediate.int_users_target_state as
-        select external_id, email, user_id, user_login, first_name, last_name, user_type,
-               graduation_year, status, email_opt_out from bench_base
-        """
-    )
-    con.execute(
-        """
-        create or replace table intermediate.int_memberships_target_state as
-        select external_id, community_group, community from bench_base_members
-        """
-    )
-    con.execute(
-        """
         create or replace table marts.users as
         select external_id, email, user_id, user_login, first_name, last_name, user_type,
-               graduation_year, email_opt_out as is_email_opt_out, false as is_delete_requested,
-               (i + 2)::integer as line_number
+               graduation_year, status, email_opt_out as is_email_opt_out,
+               email_opt_out as is_email_opt_out_requested, (i + 2)::integer as line_number
         from bench_base
+        """
+    )
+    con.execute(
+        """
+        create or replace table marts.community_memberships as
+        select external_id, community_group, community from bench_base_members
         """
     )
     con.execute(
@@ -374,35 +359,28 @@ def run_creates(con, engine, meter: Meter, users: int, truncate: bool) -> dict:
 
 # --- 100k creates, updates, deactivations (all users of one change type) ----------------------------
 def _build_change_set(con, rows: int, *, last_name: str, status: str, change_type: str) -> None:
-    """Target state, file rows and the change set for `rows` users, all of one change type."""
+    """Target state (with the file's rows) and the change set for `rows` users, all of one change type."""
     _schemas(con)
     con.execute(
         """
-        create or replace table intermediate.int_users_target_state as
+        create or replace table marts.users as
         select format('user{:07d}@bench.edu', i) as external_id,
                format('user{:07d}@bench.edu', i) as email,
                null::varchar as user_id, null::varchar as user_login,
                'Student' as first_name, ? as last_name, 'Alumni' as user_type,
-               (2000 + i % 30)::integer as graduation_year, ? as status, false as email_opt_out
+               (2000 + i % 30)::integer as graduation_year, ? as status, false as is_email_opt_out,
+               -- An inactive user is one the file no longer lists: no flag and no line.
+               case when ? = 'active' then false end as is_email_opt_out_requested,
+               case when ? = 'active' then (i + 2)::integer end as line_number
         from range(?) as t(i)
         """,
-        [last_name, status, rows],
+        [last_name, status, status, status, rows],
     )
     con.execute(
         """
-        create or replace table intermediate.int_memberships_target_state as
+        create or replace table marts.community_memberships as
         select external_id, 'Affinity' as community_group, 'Club ' || (graduation_year % 7) as community
-        from intermediate.int_users_target_state
-        """
-    )
-    con.execute(
-        """
-        create or replace table marts.users as
-        select external_id, email, user_id, user_login, first_name, last_name, user_type,
-               graduation_year, email_opt_out as is_email_opt_out, false as is_delete_requested,
-               (row_number() over (order by external_id) + 1)::integer as line_number
-        from intermediate.int_users_target_state
-        where status = 'active'
+        from marts.users
         """
     )
     con.execute(
@@ -411,7 +389,7 @@ def _build_change_set(con, rows: int, *, last_name: str, status: str, change_typ
         select (row_number() over (order by external_id))::integer as change_id, external_id,
                ? as change_type, case when ? = 'update' then 'last_name' end as field,
                null::varchar as old_value, null::varchar as new_value, null::integer as line_number
-        from intermediate.int_users_target_state
+        from marts.users
         """,
         [change_type, change_type],
     )

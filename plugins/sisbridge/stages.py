@@ -8,8 +8,9 @@ stages, in this order:
 - `gate`: the GX suites over `raw.*`, counting the findings so far; findings `quality`;
   `rows_rejected` and `rows_warned`; an accepted file's school config into `config.*`.
 - `build`: `dbt build` from `raw.*`, `config.*` and `state.*` into `staging.*`, `intermediate.*` and
-  `marts.*`.
-- `built`: dbt's row findings (findings `transform`); `rows_accepted` and `rows_warned`.
+  `marts.*` (Python reads only the marts).
+- `built`: dbt's row findings (`marts.roster_findings`, findings `transform`); `rows_accepted` and
+  `rows_warned`.
 
 A stage returns one `StageResult`: the findings it made, the run's columns it sets, what it notes in
 the run's `details`, and whether the run ends there. `record` writes that result into
@@ -137,10 +138,15 @@ def built(con, run_id: str) -> StageResult:
     from sisbridge import quality, transform
 
     transform.record_transform_findings(con, run_id)
-    fields = {"rows_accepted": rows_accepted(con), "rows_warned": quality.rows_warned(con, run_id)}
+    fields = {"rows_accepted": rows_accepted(con, run_id), "rows_warned": quality.rows_warned(con, run_id)}
     return StageResult(transform.TRANSFORM_STAGE, None, fields, counts=fields)
 
 
-def rows_accepted(con) -> int:
-    """The run's accepted rows: the users the file names once every stage has run (`marts.users`)."""
-    return con.execute("select count(*) from marts.users").fetchone()[0]
+def rows_accepted(con, run_id: str) -> int:
+    """The file's accepted records: every data record but those with a row-level error.
+
+    They are the records dbt turns into users (`intermediate.int_users_accepted`); Python reads the
+    count from the run's own row rather than from an intermediate model.
+    """
+    run = audit.get_run(con, run_id)
+    return run["rows_in_file"] - run["rows_rejected"]

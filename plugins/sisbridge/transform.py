@@ -252,11 +252,11 @@ def run_snapshot(school: SchoolConfig, run_id: str) -> None:
 
 
 def record_transform_findings(con, run_id: str) -> int:
-    """Copy `intermediate.int_roster_findings` into `audit.rejected_rows` (stage 'transform')."""
+    """Copy `marts.roster_findings` into `audit.rejected_rows` (stage 'transform')."""
     rows = con.execute(
         """
         select rule, message, severity, line_number, identifier, column_name, value
-        from intermediate.int_roster_findings
+        from marts.roster_findings
         order by line_number, rule, column_name, value
         """
     ).fetchall()
@@ -273,7 +273,7 @@ def dbt_cli_command(school: SchoolConfig, target: str, args: list[str]) -> tuple
     a `--project-dir` among the arguments (a copy of the project) wins. Under `dev`, refs to models
     that are not selected and not built in the dev schemas yet resolve to the sync's own tables
     (`--defer` to the prod manifest that `ensure_dbt_manifest` keeps beside the project), so
-    `build --select users` builds `dev_marts.users` from the production intermediate models (and,
+    `build --select users` builds `dev_marts.users` from the production upstream models (and,
     with a copy of the project, `state:modified` selects what differs from the repository's).
     """
     if target not in DBT_CLI_TARGETS:

@@ -12,6 +12,7 @@ from sisbridge import warehouse
 from sisbridge.audit import utcnow
 from sisbridge.config import SchoolConfig
 from sisbridge.transform import record_transform_findings, run_build, run_snapshot
+from sisbridge.userstore.schema import STATE_USER_COLUMNS, TARGET_MEMBERSHIPS, TARGET_USERS
 from tests.dbt.dbt_helpers import load_week, make_school, open_warehouse
 
 
@@ -20,14 +21,12 @@ def simulate_push(school: SchoolConfig, run_id: str) -> None:
     with open_warehouse(school) as con:
         con.execute("delete from state.applied_users")
         con.execute(
-            "insert into state.applied_users "
-            "select *, ? as applied_run_id from intermediate.int_users_target_state",
+            f"insert into state.applied_users select {', '.join(STATE_USER_COLUMNS)}, ? as applied_run_id "
+            f"from ({TARGET_USERS})",
             [run_id],
         )
         con.execute("delete from state.applied_memberships")
-        con.execute(
-            "insert into state.applied_memberships select * from intermediate.int_memberships_target_state"
-        )
+        con.execute(f"insert into state.applied_memberships select * from {TARGET_MEMBERSHIPS}")
 
 
 def query(school: SchoolConfig, sql: str, params=None) -> list[tuple]:

@@ -99,7 +99,7 @@ def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProces
 
 def test_the_walkthrough_builds_dev_schemas_and_leaves_production_alone(two_weeks, shell, tmp_path):
     production = fingerprint(PROD_SCHEMAS)
-    assert {"marts.users", "intermediate.int_users_enriched", "snapshots.users_snapshot"} <= set(production)
+    assert {"marts.users", "intermediate.int_users_accepted", "snapshots.users_snapshot"} <= set(production)
     # The doc's own commands, on this school: unit tests, the edited model's build, the comparison.
     commands = doc_commands()
     unit, build, compare = (
@@ -117,7 +117,7 @@ def test_the_walkthrough_builds_dev_schemas_and_leaves_production_alone(two_week
     assert int(re.search(r"PASS=(\d+)", result.stdout).group(1)) >= 5 and "ERROR=0" in result.stdout
 
     # The doc's edit, in a copy of the project (dbt's `--project-dir`), and the doc's build of that
-    # one model: only dev_marts.users is written, from the sync's intermediate models (deferred).
+    # one model: only dev_marts.users is written, from the sync's upstream models (deferred).
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     model = project / "models" / "marts" / "users.sql"

@@ -15,11 +15,11 @@ def test_build_docs_writes_the_lineage_of_every_model(tmp_path):
     models = {node["name"] for node in manifest["nodes"].values() if node["resource_type"] == "model"}
     assert {"users", "graduation_years", "community_memberships", "user_changes"} <= models
     assert manifest["parent_map"]["model.sisbridge.user_changes"] == [
-        "model.sisbridge.int_memberships_target_state",
-        "model.sisbridge.int_users_enriched",
-        "model.sisbridge.int_users_target_state",
+        "model.sisbridge.community_memberships",
+        "model.sisbridge.int_users_accepted",
         "model.sisbridge.stg_state__applied_memberships",
         "model.sisbridge.stg_state__applied_users",
+        "model.sisbridge.users",
     ]
     # The static page embeds the manifest, so it opens from a file with no server.
-    assert "int_users_target_state" in html
+    assert "int_users_accepted" in html

@@ -60,7 +60,7 @@ def _last_snapshot(school_id: str) -> int:
 def test_a_rebuild_of_the_same_shapes_changes_no_catalog_entry_and_the_same_rows_come_out(built_week_1):
     school = built_week_1
     before = _last_snapshot(school.school_id)
-    rows = "select * from lake.intermediate.int_users_target_state order by external_id"
+    rows = "select * from lake.marts.users order by external_id"
     expected = _lake_rows(school.school_id, rows)
 
     run_build(school, "week-1 again")

@@ -90,10 +90,10 @@ def test_week_2_change_set(two_weeks):
     ]
 
 
-def test_week_2_marts(two_weeks):
+def test_week_2_accepted_records(two_weeks):
     assert two_weeks.query(
-        "select external_id, user_type, graduation_year, is_email_opt_out, "
-        "is_delete_requested, line_number from marts.users order by line_number"
+        "select external_id, user_type, graduation_year, is_email_opt_out_requested, "
+        "is_delete_requested, line_number from intermediate.int_users_accepted order by line_number"
     ) == [
         ("ada@example.edu", "Undergraduate Students", 2026, True, False, 2),
         ("aturing@example.edu", "Alumni", 2026, False, False, 3),
@@ -108,7 +108,8 @@ def test_week_2_marts(two_weeks):
         (2026, 3),
         (2027, 1),
     ]
-    assert two_weeks.query("select * from marts.community_memberships order by all") == [
+    # The file's own communities; the mart community_memberships holds the target's.
+    assert two_weeks.query("select * from intermediate.int_community_memberships_assigned order by all") == [
         ("ada@example.edu", "Affinity", "Chess"),
         ("ada@example.edu", "Affinity", "Rowing"),
         ("ada@example.edu", "Career Communities", "Business & Finance"),
@@ -116,20 +117,22 @@ def test_week_2_marts(two_weeks):
     ]
 
 
-def test_week_2_target_state(two_weeks):
-    # Hedy's 'no' does not opt her back in; the deactivated Alan keeps his communities.
+def test_week_2_target_state_marts(two_weeks):
+    # Hedy's 'no' does not opt her back in; the deactivated Alan keeps his communities; Grace, whom
+    # the file deletes, and nobody@, whom it asks to delete but the store never had, are not there.
     assert two_weeks.query(
-        "select external_id, status, email_opt_out from intermediate.int_users_target_state order by all",
+        "select external_id, status, is_email_opt_out, is_email_opt_out_requested, line_number "
+        "from marts.users order by all",
     ) == [
-        ("ada@example.edu", "active", True),
-        ("alan@example.edu", "inactive", False),
-        ("aturing@example.edu", "active", False),
-        ("barbara@example.edu", "active", False),
-        ("edsger@example.edu", "inactive", False),
-        ("hedy@example.edu", "active", True),
-        ("katherine@example.edu", "active", False),
+        ("ada@example.edu", "active", True, True, 2),
+        ("alan@example.edu", "inactive", False, None, None),
+        ("aturing@example.edu", "active", False, False, 3),
+        ("barbara@example.edu", "active", False, False, 6),
+        ("edsger@example.edu", "inactive", False, None, None),
+        ("hedy@example.edu", "active", True, False, 5),
+        ("katherine@example.edu", "active", False, False, 7),
     ]
-    assert two_weeks.query("select * from intermediate.int_memberships_target_state order by all") == [
+    assert two_weeks.query("select * from marts.community_memberships order by all") == [
         ("ada@example.edu", "Affinity", "Chess"),
         ("ada@example.edu", "Affinity", "Rowing"),
         ("ada@example.edu", "Career Communities", "Business & Finance"),
@@ -166,10 +169,10 @@ def test_build_failure_names_the_failing_test(duplicate_emails: SchoolConfig):
     with pytest.raises(TransformError) as failure:
         run_build(school, "run-1")
     assert str(failure.value).startswith("dbt build for dupu failed: ")
-    assert "test.sisbridge.unique_int_users_enriched_external_id" in str(failure.value)
+    assert "test.sisbridge.unique_int_users_accepted_external_id" in str(failure.value)
     # The warehouse is released: the caller can open it again at once.
     with audit.warehouse(school.school_id) as con:
-        assert con.execute("select count(*) from intermediate.int_users_enriched").fetchone() == (2,)
+        assert con.execute("select count(*) from intermediate.int_users_accepted").fetchone() == (2,)
 
 
 def test_school_settings_reach_dbt_in_its_environment_not_its_vars():

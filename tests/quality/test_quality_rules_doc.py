@@ -11,7 +11,7 @@ from sisbridge import guards, landing, loading, normalize, quality
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DOC = ROOT / "docs" / "rules.md"
-# Rules computed by the dbt project (intermediate.int_roster_findings).
+# Rules computed by the dbt project (marts.roster_findings).
 DBT_RULES = (
     "graduation_unparseable",
     "graduation_out_of_range",

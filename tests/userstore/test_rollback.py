@@ -15,6 +15,7 @@ from userstore.userstore_helpers import (
 
 from sisbridge.audit import get_run, upsert_run, utcnow
 from sisbridge.userstore import RollbackRefused, push, rollback
+from sisbridge.userstore.schema import TARGET_USERS
 
 ACME = school()
 ADA, BOB, CY = "ada@acme.edu", "bob@acme.edu", "cy@acme.edu"
@@ -163,18 +164,16 @@ def test_the_baseline_keeps_only_the_users_a_run_changed(warehouse, engine):
     # The applied baseline is the target state, row for row.
     assert (
         warehouse.execute(
-            """
+            f"""
         select * exclude (applied_run_id) from state.applied_users
-        except select * from intermediate.int_users_target_state
+        except select * exclude (file_opt_out) from ({TARGET_USERS})
         """
         ).fetchall()
         == []
     )
     assert (
         warehouse.execute("select * from state.applied_memberships order by all").fetchall()
-        == warehouse.execute(
-            "select * from intermediate.int_memberships_target_state order by all"
-        ).fetchall()
+        == warehouse.execute("select * from marts.community_memberships order by all").fetchall()
     )
     assert warehouse.execute(
         "select external_id, last_name, applied_run_id from audit.push_baseline_users where run_id = 'run-2' "

@@ -59,7 +59,7 @@ def _joined(pairs) -> str:
 
 
 def stage_run(con, target: list[dict], memberships: dict[str, list[tuple[str, str]]] | None = None) -> list:
-    """Write marts.users, marts.user_changes, marts.community_memberships and the target-state tables."""
+    """Write the marts the push reads: users (the target state), community_memberships and user_changes."""
     memberships = memberships or {}
     baseline = {
         row[0]: dict(zip(("external_id", *FIELDS, "status", "email_opt_out"), row, strict=True))
@@ -71,17 +71,15 @@ def stage_run(con, target: list[dict], memberships: dict[str, list[tuple[str, st
     for ext, group, community in con.execute("select * from state.applied_memberships").fetchall():
         base_members.setdefault(ext, set()).add((group, community))
 
-    target_rows, file_rows, changes = [], [], []
+    target_rows, changes = [], []
     for line, user in enumerate(target, start=2):
         ext = user["external_id"]
         old = baseline.get(ext)
         flag = user["flag"]
         opt_out = bool(flag) if old is None else bool(old["email_opt_out"] or flag)
-        target_rows.append((*(user[c] for c in ("external_id", *FIELDS, "status")), opt_out))
-        if flag is not None:
-            file_rows.append(
-                (ext, *(user[c] for c in FIELDS[:-1]), user["graduation_year"], bool(flag), False, line)
-            )
+        # A user the file lists (flag not None) has its flag and its line; the others have neither.
+        in_file = (bool(flag), line) if flag is not None else (None, None)
+        target_rows.append((*(user[c] for c in ("external_id", *FIELDS, "status")), opt_out, *in_file))
         if old is None:
             changes.append((ext, "create", None, None, None, line))
             continue
@@ -106,27 +104,12 @@ def stage_run(con, target: list[dict], memberships: dict[str, list[tuple[str, st
         changes.append((ext, "delete", None, None, None, None))
 
     con.execute("create schema if not exists marts")
-    con.execute("create schema if not exists intermediate")
-    con.execute(
-        """
-        create or replace table intermediate.int_users_target_state (
-            external_id varchar, email varchar, user_id varchar, user_login varchar, first_name varchar,
-            last_name varchar, user_type varchar, graduation_year integer, status varchar,
-            email_opt_out boolean)
-        """
-    )
-    con.execute(
-        """
-        create or replace table intermediate.int_memberships_target_state (
-            external_id varchar, community_group varchar, community varchar)
-        """
-    )
     con.execute(
         """
         create or replace table marts.users (
             external_id varchar, email varchar, user_id varchar, user_login varchar, first_name varchar,
-            last_name varchar, user_type varchar, graduation_year integer, is_email_opt_out boolean,
-            is_delete_requested boolean, line_number integer)
+            last_name varchar, user_type varchar, graduation_year integer, status varchar,
+            is_email_opt_out boolean, is_email_opt_out_requested boolean, line_number integer)
         """
     )
     con.execute(
@@ -144,15 +127,9 @@ def stage_run(con, target: list[dict], memberships: dict[str, list[tuple[str, st
     )
     member_rows = [(ext, g, c) for ext, pairs in memberships.items() if ext in target_ids for g, c in pairs]
     if target_rows:
-        con.executemany(
-            "insert into intermediate.int_users_target_state values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            target_rows,
-        )
+        con.executemany("insert into marts.users values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", target_rows)
     if member_rows:
-        con.executemany("insert into intermediate.int_memberships_target_state values (?, ?, ?)", member_rows)
         con.executemany("insert into marts.community_memberships values (?, ?, ?)", member_rows)
-    if file_rows:
-        con.executemany("insert into marts.users values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", file_rows)
     numbered = [(number, *change) for number, change in enumerate(changes, start=1)]
     if numbered:
         con.executemany("insert into marts.user_changes values (?, ?, ?, ?, ?, ?, ?)", numbered)

@@ -2,7 +2,7 @@ with
 
 users as (
 
-    select * from {{ ref('int_users_enriched') }}
+    select * from {{ ref('int_users_accepted') }}
 
 ),
 

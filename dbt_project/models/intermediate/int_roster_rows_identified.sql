@@ -54,7 +54,7 @@ final as (
         roster.last_name,
         roster.graduation,
         roster.stakeholders,
-        roster.is_email_opt_out,
+        roster.is_email_opt_out_requested,
         roster.is_delete_requested,
         rows_with_errors.line_number is not null as has_row_error
 

@@ -1,8 +1,8 @@
 with
 
-users as (
+accepted_users as (
 
-    select * from {{ ref('users') }}
+    select * from {{ ref('int_users_accepted') }}
 
 ),
 
@@ -13,7 +13,7 @@ final as (
         graduation_year,
         count(*) as user_count
 
-    from users
+    from accepted_users
     where
         graduation_year is not null
         and not is_delete_requested

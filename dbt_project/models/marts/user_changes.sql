@@ -2,7 +2,7 @@ with
 
 target_users as not materialized (
 
-    select * from {{ ref('int_users_target_state') }}
+    select * from {{ ref('users') }}
 
 ),
 
@@ -14,7 +14,7 @@ applied_users as not materialized (
 
 target_memberships as not materialized (
 
-    select * from {{ ref('int_memberships_target_state') }}
+    select * from {{ ref('community_memberships') }}
 
 ),
 
@@ -29,7 +29,7 @@ file_users as not materialized (
     select
         external_id,
         line_number
-    from {{ ref('int_users_enriched') }}
+    from {{ ref('int_users_accepted') }}
 
 ),
 
@@ -46,7 +46,7 @@ paired as (
         applied_users.status as old_status,
         target_users.status as new_status,
         applied_users.is_email_opt_out as was_email_opt_out,
-        target_users.email_opt_out as is_email_opt_out,
+        target_users.is_email_opt_out,
         (
             {%- for column in user_field_columns() %}
                 {% if not loop.first %}or {% endif -%}

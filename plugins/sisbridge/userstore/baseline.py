@@ -12,6 +12,8 @@ from sisbridge.userstore.schema import (
     BEFORE_IMAGE_COLUMNS,
     MEMBERSHIP_COLUMNS,
     STATE_USER_COLUMNS,
+    TARGET_MEMBERSHIPS,
+    TARGET_USERS,
     PermanentStoreError,
     sql_type,
     users,
@@ -91,12 +93,7 @@ def ensure_warehouse_tables(con) -> None:
 def require_change_set(con) -> None:
     import duckdb
 
-    for table in (
-        "marts.user_changes",
-        "marts.users",
-        "intermediate.int_users_target_state",
-        "intermediate.int_memberships_target_state",
-    ):
+    for table in ("marts.user_changes", "marts.users", TARGET_MEMBERSHIPS):
         try:
             con.execute(f"select 1 from {table} limit 0")
         except duckdb.CatalogException as exc:
@@ -152,10 +149,10 @@ def advance_baseline(con, run_id: str) -> None:
     """
     users_cols = ", ".join(STATE_USER_COLUMNS)
     members_cols = ", ".join(MEMBERSHIP_COLUMNS)
-    target_users = f"select {users_cols}, ? as applied_run_id from intermediate.int_users_target_state"
-    # dbt's build tests that the target memberships are unique (int_memberships_target_state), and
+    target_users = f"select {users_cols}, ? as applied_run_id from ({TARGET_USERS})"
+    # dbt's build tests that the target memberships are unique (marts.community_memberships), and
     # the push runs only after a build whose tests passed.
-    target_members = f"select {members_cols} from intermediate.int_memberships_target_state"
+    target_members = f"select {members_cols} from {TARGET_MEMBERSHIPS}"
     empty = con.execute(
         """
         select not exists (select 1 from state.applied_users)
@@ -190,7 +187,7 @@ def advance_baseline(con, run_id: str) -> None:
         create or replace temp table _push_changed as
         select coalesce(a.external_id, t.external_id) as external_id
         from state.applied_users as a
-        full join intermediate.int_users_target_state as t on a.external_id = t.external_id
+        full join ({TARGET_USERS}) as t on a.external_id = t.external_id
         where a.external_id is null or t.external_id is null or {differs}
         union
         select external_id from _push_member_changes

@@ -113,6 +113,20 @@ STATE_USER_COLUMNS = (
     *(column.name for column in users.columns if column.info.get("sis") or column.info.get("state")),
 )
 MEMBERSHIP_COLUMNS = ("external_id", "community_group", "community")
+# The push's target, as dbt builds it: the users and memberships the store must hold after the push.
+TARGET_MEMBERSHIPS = "marts.community_memberships"
+# dbt names the opt-out as it names every boolean (`is_email_opt_out`); the store and the applied
+# baseline keep the contract's `email_opt_out`. This query is where the two names meet: the push reads
+# `marts.users` only through it, as the baseline's columns plus `file_opt_out`, the file's own flag
+# (null for a user the file does not list) that the preference rule applies to the store.
+_MART_NAMES = {"email_opt_out": "is_email_opt_out"}
+TARGET_USERS = (
+    "select "
+    + ", ".join(
+        f"{_MART_NAMES[name]} as {name}" if name in _MART_NAMES else name for name in STATE_USER_COLUMNS
+    )
+    + ", is_email_opt_out_requested as file_opt_out from marts.users"
+)
 # A user row's columns as the warehouse keeps its before image (`audit.applied_before_users`): all
 # but the key, which the school's own warehouse does not need.
 BEFORE_IMAGE_COLUMNS = tuple(column.name for column in users.columns if not column.primary_key)

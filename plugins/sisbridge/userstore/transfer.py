@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from sisbridge import extensions, normalize, warehouse
 from sisbridge.config import SchoolConfig
-from sisbridge.userstore.schema import MEMBERSHIP_COLUMNS, is_postgres
+from sisbridge.userstore.schema import MEMBERSHIP_COLUMNS, TARGET_MEMBERSHIPS, TARGET_USERS, is_postgres
 from sisbridge.userstore.statements import (
     MEMBER_CHANGES,
     STAGE_COLUMNS,
@@ -162,10 +162,10 @@ def prepare(con, scratch: str, school: SchoolConfig, batch_size: int) -> Prepare
             select i.external_id as value from {scratch}.ids as i
             union all
             select t.email from {scratch}.ids as i
-            join intermediate.int_users_target_state as t on t.external_id = i.external_id
+            join marts.users as t on t.external_id = i.external_id
             union all
             select t.user_login from {scratch}.ids as i
-            join intermediate.int_users_target_state as t on t.external_id = i.external_id
+            join marts.users as t on t.external_id = i.external_id
         )
         where value is not null and not regexp_full_match(value, {_PRINTABLE_ASCII})
         """
@@ -188,11 +188,10 @@ def prepare(con, scratch: str, school: SchoolConfig, batch_size: int) -> Prepare
                {_normalized_sql("t.user_login", "nl")} as user_login,
                t.first_name, t.last_name, t.user_type, t.graduation_year, t.status,
                t.email_opt_out as target_opt_out,
-               u.is_email_opt_out as file_opt_out,
+               t.file_opt_out,
                i.external_id as warehouse_id
         from {scratch}.ids as i
-        left join intermediate.int_users_target_state as t on t.external_id = i.external_id
-        left join marts.users as u on u.external_id = i.external_id
+        left join ({TARGET_USERS}) as t on t.external_id = i.external_id
         left join {scratch}.norm as ni on ni.raw = i.external_id
         left join {scratch}.norm as ne on ne.raw = t.email
         left join {scratch}.norm as nl on nl.raw = t.user_login
@@ -203,7 +202,7 @@ def prepare(con, scratch: str, school: SchoolConfig, batch_size: int) -> Prepare
         create table {scratch}.members as
         select u.batch_no, u.external_id, m.community_group, m.community
         from {scratch}.users as u
-        join intermediate.int_memberships_target_state as m on m.external_id = u.warehouse_id
+        join {TARGET_MEMBERSHIPS} as m on m.external_id = u.warehouse_id
         where u.in_target  -- the batches count on it
         """
     )

@@ -22,7 +22,7 @@ final as (
         {{ clean_text('graduation') }} as graduation,
         {{ clean_text('stakeholders') }} as stakeholders,
         {{ clean_text('user_type') }} as user_type,
-        {{ parse_flag('email_opt_out') }} as is_email_opt_out,
+        {{ parse_flag('email_opt_out') }} as is_email_opt_out_requested,
         {{ parse_flag('delete_flag') }} as is_delete_requested
 
     from source

@@ -29,7 +29,7 @@ final as (
         roster_rows.last_name,
         user_types.user_type,
         graduation_years.graduation_year,
-        roster_rows.is_email_opt_out,
+        roster_rows.is_email_opt_out_requested,
         roster_rows.is_delete_requested,
         roster_rows.line_number
 
