@@ -47,9 +47,10 @@ class StageResult:
     counts: dict = field(default_factory=dict)  # for the task's XCom (ids and counts)
 
 
-def ended(stage: str, status: str, reason: str, findings=(), **fields) -> StageResult:
-    """The result of a stage that ends the run with `status`."""
-    return StageResult(stage, tuple(findings), fields, status=status, reason=reason, stop=True)
+def ended(stage: str, status: str, reason: str, findings=None, **fields) -> StageResult:
+    """The result of a stage that ends the run with `status` (and, given `findings`, records them)."""
+    recorded = None if findings is None else tuple(findings)
+    return StageResult(stage=stage, findings=recorded, fields=fields, status=status, reason=reason, stop=True)
 
 
 def record(con, run_id: str, result: StageResult) -> StageResult:
@@ -145,7 +146,7 @@ def built(con, run_id: str) -> StageResult:
 def rows_accepted(con, run_id: str) -> int:
     """The file's accepted records: every data record but those with a row-level error.
 
-    They are the records dbt turns into users (`intermediate.int_users_accepted`); Python reads the
+    They are the records dbt turns into users (its model `int_users_accepted`); Python reads the
     count from the run's own row rather than from an intermediate model.
     """
     run = audit.get_run(con, run_id)

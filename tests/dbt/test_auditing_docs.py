@@ -213,31 +213,41 @@ def test_runs_held_or_rejected_and_why(audited):
 
 
 def _stages_written_by_the_code() -> set[str]:
-    """The `stage` argument of every `record_findings(con, run_id, stage, ...)` call in the package.
+    """Every stage name under which the package writes findings.
 
-    A literal is taken as is; a name or `module.NAME` is looked up in the module that holds the call.
+    That is the `stage` of each `record_findings(con, run_id, stage, ...)` call, and of each stage
+    result that carries findings for `stages.record`: `StageResult(stage)` or `StageResult(stage,
+    findings, ...)` unless its findings are None, and `ended(stage, ..., findings)`. A literal is taken
+    as is; a name or `module.NAME` is looked up in the module that holds the call. `stages.record`'s
+    own call (`result.stage`) is what these results go through.
     """
     import ast
     import importlib
+
+    def value(module, node):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return getattr(module, node.id)
+        return getattr(getattr(module, ast.unparse(node.value)), node.attr)
 
     package = Path(audit.__file__).parent
     stages = set()
     for path in sorted(package.glob("*.py")):
         module = importlib.import_module(f"sisbridge.{path.stem}")
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            if not isinstance(node, ast.Call) or len(node.args) < 3:
+            if not isinstance(node, ast.Call):
                 continue
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if name != "record_findings":
-                continue
-            stage = node.args[2]
-            if isinstance(stage, ast.Constant):
-                stages.add(stage.value)
-            elif isinstance(stage, ast.Name):
-                stages.add(getattr(module, stage.id))
-            else:
-                owner = getattr(module, ast.unparse(stage.value))
-                stages.add(getattr(owner, stage.attr))
+            args = node.args
+            if name == "record_findings" and len(args) >= 3 and ast.unparse(args[2]) != "result.stage":
+                stages.add(value(module, args[2]))
+            elif name == "StageResult" and args:
+                findings = args[1] if len(args) > 1 else None
+                if not (isinstance(findings, ast.Constant) and findings.value is None):
+                    stages.add(value(module, args[0]))
+            elif name == "ended" and len(args) >= 4:
+                stages.add(value(module, args[0]))
     return stages
 
 
