@@ -64,14 +64,13 @@ def _check_in_warehouse(path: Path, school: SchoolConfig, out_dir: Path | None) 
     if not result.stop:
         stages.build(school, run_id)
     with audit.warehouse(school.school_id) as con:
+        closing = stages.StageResult("check", fields={"finished_at": audit.utcnow()})
         if not result.stop:
             stages.record(con, run_id, stages.built(con, run_id))
             # A check knows nothing of what was applied before, so it has no change set to report.
             con.execute("drop table if exists marts.user_changes")
-            result = stages.StageResult("check", None, status="dry_run", reason=ACCEPTED_REASON)
-        stages.record(
-            con, run_id, dataclasses.replace(result, findings=None, fields={"finished_at": audit.utcnow()})
-        )
+            closing = dataclasses.replace(closing, status="dry_run", reason=ACCEPTED_REASON)
+        stages.record(con, run_id, closing)
         run = audit.get_run(con, run_id)
         findings = audit.findings_of_run(con, run_id)
         if out_dir is not None:

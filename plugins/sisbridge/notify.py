@@ -150,9 +150,8 @@ class RunEventNotifier(BaseNotifier):
 
     def notify(self, context) -> None:
         run_id = context["run_id"]
-        row = _audit_row(self.school.school_id, run_id)
+        row = _audit_row(self.school.school_id, run_id) or {}
         details = audit.run_details(row)
-        row = row or {}
         status, reason = row.get("status"), row.get("status_reason")
         if self.failed and status != "failed":
             status = "failed"

@@ -92,12 +92,13 @@ def _load(con, school: SchoolConfig, run_id: str, sensed: dict | None, s3, force
             stages.LOAD_STAGE, "rejected", exc.finding.message, [exc.finding], file_key=key
         )
         return _outcome(stages.record(con, run_id, too_large))
-    pin = stages.StageResult("pin", None, pinned.audit_fields())
-    if read_again and last is not None and last["file_sha256"] == pinned.sha256:
+    pin = stages.StageResult("pin", fields=pinned.audit_fields())
+    same_content = last is not None and last["file_sha256"] == pinned.sha256
+    if same_content and read_again:
         log.info("%s was processed in run %s; read again: %s", key, last["run_id"], read_again)
         pin = replace(pin, details={"read_again": read_again})
     stages.record(con, run_id, pin)
-    if not read_again and last is not None and last["file_sha256"] == pinned.sha256:
+    if same_content and not read_again:
         # Counted with this run's pinned file.
         since, runs = landing.unchanged_since(con, pinned.sha256)
         reason = f"{key} has not changed since {since:%Y-%m-%d %H:%M} UTC ({runs} runs)"
@@ -187,7 +188,7 @@ def guard(school_id: str, run_id: str, *, interactive: bool = False, s3=None) ->
 def _guard_result(decision: guards.GuardDecision, interactive: bool) -> stages.StageResult:
     """The guard's decision as a stage result: push, end the run, or wait for a reviewer."""
     fields = {"guard_reasons": list(decision.reasons), **decision.counts.as_audit()}
-    result = stages.StageResult("guard", None, fields)
+    result = stages.StageResult("guard", fields=fields)
     if decision.action == guards.DRY_RUN or (decision.action == guards.REVIEW and not interactive):
         return replace(result, status="dry_run", reason=decision.reasons[0], stop=True)
     if decision.action == guards.HOLD and not interactive:
@@ -217,7 +218,7 @@ def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -
     if outcome is not None:
         with audit.warehouse(school_id) as con, audit.transaction(con):
             # No longer held: a failing push must end the run as failed, not as held.
-            released = stages.StageResult("approve", None, details={"review": outcome[1]}, status="running")
+            released = stages.StageResult("approve", details={"review": outcome[1]}, status="running")
             stages.record(con, run_id, released)
             onboarding = _is_onboarding_review(audit.get_run(con, run_id))
         if outcome[0] and onboarding:
@@ -231,7 +232,7 @@ def push(school_id: str, run_id: str, engine=None, answer: dict | None = None) -
     transform.run_snapshot(school, run_id)
     counts = {key: getattr(result, key) for key in guards.COUNT_KEYS}
     with audit.warehouse(school_id) as con, audit.transaction(con):
-        stages.record(con, run_id, stages.StageResult("push", None, counts, status="succeeded"))
+        stages.record(con, run_id, stages.StageResult("push", fields=counts, status="succeeded"))
         if enables_auto_sync is not None:
             approved_by, approved_at = enables_auto_sync[0], _timestamp(enables_auto_sync[1])
             audit.record_auto_sync_approval(con, run_id, approved_by, approved_at)
@@ -280,9 +281,7 @@ def finalize(school_id: str, run_id: str, s3=None, answer: dict | None = None) -
             stale = guards.stale_file_message(school, guards.unchanged_runs(con, run_id))
             if stale is not None:
                 log.warning("Stale file: %s", stale)
-                stages.record(
-                    con, run_id, stages.StageResult("stale_file", None, details={"stale_file": stale})
-                )
+                stages.record(con, run_id, stages.StageResult("stale_file", details={"stale_file": stale}))
         paths = reports.write_reports(con, school, run_id, out_dir)
         run = audit.get_run(con, run_id)
     _upload_reports(paths, school, run_id, out_dir, s3)
@@ -308,19 +307,23 @@ def _closing(run: dict | None, school: SchoolConfig, answer: dict | None) -> sta
         )
         log.warning("Stale file: %s: %s", school.school_id, reason)
         fields |= {"school_id": school.school_id, "started_at": audit.utcnow()}
-        return stages.StageResult("finalize", None, fields, status="unchanged", reason=reason)
+        return stages.StageResult("finalize", fields=fields, status="unchanged", reason=reason)
     if run["status"] == "running":
         reason = run["status_reason"] or "a task of the run failed; see the Airflow log"
-        return stages.StageResult("finalize", None, fields, status="failed", reason=reason)
+        return stages.StageResult("finalize", fields=fields, status="failed", reason=reason)
     outcome = review.review_outcome(answer, school) if run["status"] == "held" else None
     if outcome is not None and not outcome[0]:
         reason = outcome[1]
         if _is_onboarding_review(run):
             reason += f"; {school.name} stays in onboarding review"
         return stages.StageResult(
-            "finalize", None, fields, details={"review": reason}, status="rejected_by_reviewer", reason=reason
+            "finalize",
+            fields=fields,
+            details={"review": reason},
+            status="rejected_by_reviewer",
+            reason=reason,
         )
-    return stages.StageResult("finalize", None, fields)
+    return stages.StageResult("finalize", fields=fields)
 
 
 def _upload_reports(paths, school: SchoolConfig, run_id: str, out_dir, s3=None) -> list[str]:

@@ -15,7 +15,7 @@ stages, in this order:
 A stage returns one `StageResult`: the findings it made, the run's columns it sets, what it notes in
 the run's `details`, and whether the run ends there. `record` writes that result into
 `audit.rejected_rows` and `audit.sync_runs`: one call per stage. A stage whose findings are written
-by SQL (the GX gate's, dbt's) records them itself and returns `findings=None`.
+by SQL (the GX gate's, dbt's) records them itself and returns no findings.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class StageResult:
     """What one stage found and decided, for `record`."""
 
     stage: str
-    findings: tuple[Finding, ...] | None = ()  # None: the stage recorded its findings itself
+    # The findings to record under `stage`, replacing a retried attempt's (an empty tuple clears
+    # them); None records none: the stage wrote them itself, or makes none.
+    findings: tuple[Finding, ...] | None = None
     fields: dict = field(default_factory=dict)  # audit.sync_runs columns the stage sets
     details: dict = field(default_factory=dict)  # entries for the run's details JSON
     status: str | None = None  # the run's status from this stage on (with `reason`)
@@ -99,7 +101,7 @@ def drift(con, school: SchoolConfig, run_id: str, header: list[str], file_name: 
     """A warning when the header differs from the last accepted run's (never ends the run)."""
     finding = guards.schema_drift(school, header, guards.previous_header(con, run_id), file_name)
     if finding is None:
-        return StageResult(guards.DRIFT_STAGE)
+        return StageResult(guards.DRIFT_STAGE, ())
     log.warning("Schema drift: %s", finding.message)
     return StageResult(guards.DRIFT_STAGE, (finding,), details={"schema_drift": finding.value})
 
@@ -120,11 +122,9 @@ def gate(con, school: SchoolConfig, run_id: str, *, report_dir: Path | None = No
     counts = {"rows_rejected": result.rows_rejected, "rows_warned": result.rows_warned}
     if not result.accepted:
         reason = "; ".join(f.message for f in result.file_errors)
-        return StageResult(
-            quality.STAGE, None, {**counts, "rows_accepted": 0}, status="rejected", reason=reason, stop=True
-        )
+        return ended(quality.STAGE, "rejected", reason, **counts, rows_accepted=0)
     transform.write_config_tables(con, school)
-    return StageResult(quality.STAGE, None, counts, counts=counts)
+    return StageResult(quality.STAGE, fields=counts, counts=counts)
 
 
 def build(school: SchoolConfig, run_id: str) -> None:
@@ -140,7 +140,7 @@ def built(con, run_id: str) -> StageResult:
 
     transform.record_transform_findings(con, run_id)
     fields = {"rows_accepted": rows_accepted(con, run_id), "rows_warned": quality.rows_warned(con, run_id)}
-    return StageResult(transform.TRANSFORM_STAGE, None, fields, counts=fields)
+    return StageResult(transform.TRANSFORM_STAGE, fields=fields, counts=fields)
 
 
 def rows_accepted(con, run_id: str) -> int:

@@ -216,8 +216,8 @@ def _stages_written_by_the_code() -> set[str]:
     """Every stage name under which the package writes findings.
 
     That is the `stage` of each `record_findings(con, run_id, stage, ...)` call, and of each stage
-    result that carries findings for `stages.record`: `StageResult(stage)` or `StageResult(stage,
-    findings, ...)` unless its findings are None, and `ended(stage, ..., findings)`. A literal is taken
+    result that carries findings for `stages.record`: `StageResult(stage, findings, ...)` unless its
+    findings are None, and `ended(stage, status, reason, findings)`. A literal is taken
     as is; a name or `module.NAME` is looked up in the module that holds the call. `stages.record`'s
     own call (`result.stage`) is what these results go through.
     """
@@ -242,9 +242,8 @@ def _stages_written_by_the_code() -> set[str]:
             args = node.args
             if name == "record_findings" and len(args) >= 3 and ast.unparse(args[2]) != "result.stage":
                 stages.add(value(module, args[2]))
-            elif name == "StageResult" and args:
-                findings = args[1] if len(args) > 1 else None
-                if not (isinstance(findings, ast.Constant) and findings.value is None):
+            elif name == "StageResult" and len(args) >= 2:
+                if not (isinstance(args[1], ast.Constant) and args[1].value is None):
                     stages.add(value(module, args[0]))
             elif name == "ended" and len(args) >= 4:
                 stages.add(value(module, args[0]))
